@@ -1,0 +1,278 @@
+//! The client's JSON body: validated once, its top-level members located by byte span, and
+//! patched by splicing so that every byte the filter does not change reaches the upstream
+//! as the client sent it (no re-encoding of messages, numbers or escapes).
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// Why a body could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Empty,
+    NotUtf8,
+    Invalid(String),
+    DuplicateKey(String),
+}
+
+/// One top-level member: the unescaped key and the byte span of its value in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    key: String,
+    start: usize,
+    end: usize,
+}
+
+/// A body known to be one JSON object, with its top-level members located.
+#[derive(Debug)]
+pub struct JsonBody<'a> {
+    text: &'a str,
+    members: Vec<Member>,
+    /// Byte offset of the object's closing `}`.
+    close: usize,
+}
+
+impl<'a> JsonBody<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, BodyError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(BodyError::Empty);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw_members = de
+            .deserialize_map(TopLevel)
+            .and_then(|m| de.end().map(|()| m))
+            .map_err(|e| BodyError::Invalid(e.to_string()))?;
+
+        let base = text.as_ptr() as usize;
+        let mut members: Vec<Member> = Vec::with_capacity(raw_members.len());
+        for (key, raw) in raw_members {
+            if members.iter().any(|m| m.key == key) {
+                return Err(BodyError::DuplicateKey(key));
+            }
+            // The raw value borrows from `text`: its address gives its offset.
+            let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
+            members.push(Member {
+                key,
+                start,
+                end: start + raw.get().len(),
+            });
+        }
+        // Only JSON whitespace may follow the object (checked by `end()`), so the last
+        // non-whitespace byte is its closing brace.
+        let close = text
+            .trim_end_matches([' ', '\t', '\r', '\n'])
+            .len()
+            .saturating_sub(1);
+        Ok(JsonBody {
+            text,
+            members,
+            close,
+        })
+    }
+
+    /// The raw JSON text of a top-level member's value.
+    pub fn raw(&self, key: &str) -> Option<&'a str> {
+        let m = self.members.iter().find(|m| m.key == key)?;
+        self.text.get(m.start..m.end)
+    }
+
+    /// A top-level string member, unescaped.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.raw(key).and_then(|r| serde_json::from_str(r).ok())
+    }
+
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Applies `edits` (key, new JSON text of the value): an existing member's value is
+    /// replaced in place, a missing one is appended. Returns `None` when nothing changes, so
+    /// the caller can forward the original bytes untouched.
+    pub fn patch<'e, I>(&self, edits: I) -> Option<String>
+    where
+        I: IntoIterator<Item = (&'e str, &'e str)>,
+    {
+        // (start, end, replacement); appended members all splice at the closing brace.
+        let mut splices: Vec<(usize, usize, &'e str)> = Vec::new();
+        let mut appended: Vec<(&'e str, &'e str)> = Vec::new();
+        for (key, value) in edits {
+            match self.members.iter().find(|m| m.key == key) {
+                Some(m) => {
+                    if self.text.get(m.start..m.end) != Some(value) {
+                        splices.push((m.start, m.end, value));
+                    }
+                }
+                None => appended.push((key, value)),
+            }
+        }
+        if splices.is_empty() && appended.is_empty() {
+            return None;
+        }
+        splices.sort_by_key(|s| s.0);
+
+        let extra: usize = splices.iter().map(|s| s.2.len()).sum::<usize>()
+            + appended
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>();
+        let mut out = String::with_capacity(self.text.len() + extra);
+        let mut pos = 0;
+        for (start, end, value) in splices {
+            out.push_str(self.text.get(pos..start).unwrap_or(""));
+            out.push_str(value);
+            pos = end;
+        }
+        out.push_str(self.text.get(pos..self.close).unwrap_or(""));
+        let mut first = self.members.is_empty();
+        for (key, value) in appended {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            // Keys are configuration strings: encode them as JSON strings.
+            out.push_str(&serde_json::Value::from(key).to_string());
+            out.push(':');
+            out.push_str(value);
+        }
+        out.push_str(self.text.get(self.close..).unwrap_or(""));
+        Some(out)
+    }
+}
+
+/// Visits the top-level object, keeping each value as raw, borrowed JSON.
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Vec<(String, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Empty => f.write_str("the request body is empty"),
+            BodyError::NotUtf8 => f.write_str("the request body is not valid UTF-8"),
+            BodyError::Invalid(e) => write!(f, "the request body is not valid JSON: {e}"),
+            BodyError::DuplicateKey(k) => {
+                write!(f, "the request body has the key `{k}` more than once")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn patched(body: &str, edits: &[(&str, &str)]) -> Option<String> {
+        JsonBody::parse(body.as_bytes())
+            .unwrap()
+            .patch(edits.iter().copied())
+    }
+
+    #[test]
+    fn rejects_what_is_not_one_object() {
+        type Case<'a> = (&'a str, &'a [u8], fn(&BodyError) -> bool);
+        let cases: &[Case] = &[
+            ("empty", b"", |e| *e == BodyError::Empty),
+            ("blank", b" \n\t", |e| *e == BodyError::Empty),
+            ("not utf-8", b"{\"a\":\"\xff\"}", |e| {
+                *e == BodyError::NotUtf8
+            }),
+            ("array", b"[1,2]", |e| matches!(e, BodyError::Invalid(_))),
+            ("string", b"\"hi\"", |e| matches!(e, BodyError::Invalid(_))),
+            ("truncated", b"{\"a\":", |e| {
+                matches!(e, BodyError::Invalid(_))
+            }),
+            ("trailing", b"{} {}", |e| matches!(e, BodyError::Invalid(_))),
+            ("bad nested", b"{\"m\":[1,}", |e| {
+                matches!(e, BodyError::Invalid(_))
+            }),
+            ("duplicate", b"{\"model\":\"a\",\"model\":\"b\"}", |e| {
+                *e == BodyError::DuplicateKey("model".into())
+            }),
+            (
+                "escaped duplicate",
+                b"{\"model\":\"a\",\"mod\\u0065l\":\"b\"}",
+                |e| *e == BodyError::DuplicateKey("model".into()),
+            ),
+        ];
+        for (name, body, ok) in cases {
+            let err = JsonBody::parse(body)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert!(ok(&err), "{name}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn reads_members() {
+        let b = JsonBody::parse(
+            br#" { "model" : "gpt\u002d4o", "n": 1, "messages": [ {"x": "}"} ] } "#,
+        )
+        .unwrap();
+        assert_eq!(b.string("model").as_deref(), Some("gpt-4o"));
+        assert_eq!(b.raw("n"), Some("1"));
+        assert_eq!(b.raw("messages"), Some(r#"[ {"x": "}"} ]"#));
+        assert_eq!(b.raw("missing"), None);
+        assert_eq!(b.string("n"), None);
+    }
+
+    #[test]
+    fn patch_replaces_and_appends_keeping_other_bytes() {
+        let body =
+            "{\n  \"model\": \"a\",\n  \"messages\": [{\"content\": \"caf\\u00e9 1.0e3\"}]\n}\n";
+        let out = patched(body, &[("model", "\"gpt-4o\""), ("max_tokens", "16")]).unwrap();
+        assert_eq!(
+            out,
+            "{\n  \"model\": \"gpt-4o\",\n  \"messages\": [{\"content\": \"caf\\u00e9 1.0e3\"}]\n,\"max_tokens\":16}\n"
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["max_tokens"], 16);
+    }
+
+    #[test]
+    fn patch_is_none_when_nothing_changes() {
+        assert_eq!(
+            patched(r#"{"model":"gpt-4o","x":1}"#, &[("model", "\"gpt-4o\"")]),
+            None
+        );
+        assert_eq!(patched(r#"{"model":"gpt-4o"}"#, &[]), None);
+    }
+
+    #[test]
+    fn patch_into_empty_object_and_many_splices() {
+        assert_eq!(
+            patched("{}", &[("model", "\"m\""), ("t", "0.5")]).unwrap(),
+            r#"{"model":"m","t":0.5}"#
+        );
+        let out = patched(
+            r#"{"c":3,"a":1,"b":2}"#,
+            &[("b", "20"), ("a", "10"), ("c", "30")],
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"c":30,"a":10,"b":20}"#);
+    }
+
+    #[test]
+    fn appended_keys_are_json_encoded() {
+        let out = patched("{}", &[("we\"ird", "1")]).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["we\"ird"], 1);
+    }
+}

@@ -1,0 +1,42 @@
+//! The plugin configuration as users write it (serde types, APISIX field names), before validation.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Top level of the plugin configuration. Unknown fields are refused so that a typo never
+/// silently turns a feature off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub provider: Option<String>,
+    pub auth: Option<RawAuth>,
+    pub options: Option<Map<String, Value>>,
+    #[serde(rename = "override")]
+    pub override_: Option<RawOverride>,
+    pub cluster: Option<String>,
+    pub timeout: Option<u64>,
+    pub max_req_body_size: Option<u64>,
+    pub cluster_header: Option<String>,
+
+    // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
+    // are recognised only to be refused with a pointer to the Envoy equivalent.
+    pub ssl_verify: Option<Value>,
+    pub keepalive: Option<Value>,
+    pub keepalive_timeout: Option<Value>,
+    pub keepalive_pool: Option<Value>,
+}
+
+/// `auth`: headers and query parameters added to every upstream request. Values stay
+/// `Value` here so that type errors are reported by our own code, which never echoes them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub header: Option<Map<String, Value>>,
+    pub query: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    pub endpoint: Option<String>,
+}

@@ -1,0 +1,255 @@
+//! Configuration parsing and validation, table-driven.
+
+use super::*;
+use serde_json::json;
+
+fn parse_json(v: serde_json::Value) -> Result<Config, ConfigError> {
+    parse(v.to_string().as_bytes())
+}
+
+#[test]
+fn minimal_single_provider_gets_defaults() {
+    let c = parse_json(json!({"provider": "openai"})).unwrap();
+    assert_eq!(c.timeout_ms, 30_000);
+    assert_eq!(c.max_req_body_size, 64 * 1024 * 1024);
+    assert_eq!(c.cluster_header, "x-ai-proxy-cluster");
+    assert_eq!(c.instances.len(), 1);
+    let i = &c.instances[0];
+    assert_eq!((i.name.as_str(), i.cluster.as_str()), ("openai", "openai"));
+    assert_eq!(i.target.authority, "api.openai.com");
+    assert!(!i.has_auth);
+}
+
+#[test]
+fn full_single_provider() {
+    let c = parse_json(json!({
+        "provider": "openai-compatible",
+        "auth": {"header": {"Authorization": "Bearer k", "X-Org": "o"}, "query": {"api-key": "q v"}},
+        "options": {"model": "m", "temperature": 0.5, "response_format": {"type": "json_object"}},
+        "override": {"endpoint": "https://llm.internal:8443/v1/chat/completions?api-version=2"},
+        "cluster": "llm_internal",
+        "timeout": 1500,
+        "max_req_body_size": 2048,
+        "cluster_header": "X-Route-To"
+    }))
+    .unwrap();
+    assert_eq!(c.timeout_ms, 1500);
+    assert_eq!(c.max_req_body_size, 2048);
+    assert_eq!(c.cluster_header, "x-route-to");
+    let i = &c.instances[0];
+    assert_eq!(i.cluster, "llm_internal");
+    assert_eq!(i.target.authority, "llm.internal:8443");
+    assert_eq!(
+        i.target.chat_path.as_deref(),
+        Some("/v1/chat/completions?api-version=2&api-key=q%20v")
+    );
+    assert_eq!(
+        i.auth_headers,
+        vec![
+            ("authorization".into(), "Bearer k".into()),
+            ("x-org".into(), "o".into())
+        ]
+    );
+    assert!(i.has_auth);
+    assert_eq!(
+        i.options,
+        vec![
+            ("model".into(), "\"m\"".into()),
+            ("temperature".into(), "0.5".into()),
+            (
+                "response_format".into(),
+                "{\"type\":\"json_object\"}".into()
+            )
+        ]
+    );
+}
+
+#[test]
+fn refusals_name_the_field() {
+    let cases = [
+        (
+            "unknown top-level field",
+            json!({"provider": "openai", "modle": "x"}),
+            "modle",
+        ),
+        (
+            "unknown auth field",
+            json!({"provider": "openai", "auth": {"headers": {}}}),
+            "auth.headers",
+        ),
+        (
+            "unknown provider",
+            json!({"provider": "openia"}),
+            "provider",
+        ),
+        ("missing provider", json!({}), "provider"),
+        (
+            "compatible without endpoint",
+            json!({"provider": "openai-compatible"}),
+            "override.endpoint",
+        ),
+        (
+            "bad endpoint",
+            json!({"provider": "openai", "override": {"endpoint": "api.openai.com"}}),
+            "override.endpoint",
+        ),
+        (
+            "bad header name",
+            json!({"provider": "openai", "auth": {"header": {"a b": "x"}}}),
+            "auth.header.a b",
+        ),
+        (
+            "reserved header",
+            json!({"provider": "openai", "auth": {"header": {"Content-Length": "1"}}}),
+            "auth.header.Content-Length",
+        ),
+        (
+            "routing header as auth",
+            json!({"provider": "openai", "auth": {"header": {"x-ai-proxy-cluster": "c"}}}),
+            "auth.header.x-ai-proxy-cluster",
+        ),
+        (
+            "header value with newline",
+            json!({"provider": "openai", "auth": {"header": {"a": "x\r\ny: z"}}}),
+            "auth.header.a",
+        ),
+        (
+            "non-string auth",
+            json!({"provider": "openai", "auth": {"query": {"key": 5}}}),
+            "auth.query.key",
+        ),
+        (
+            "zero timeout",
+            json!({"provider": "openai", "timeout": 0}),
+            "timeout",
+        ),
+        (
+            "negative timeout",
+            json!({"provider": "openai", "timeout": -5}),
+            "timeout",
+        ),
+        (
+            "string timeout",
+            json!({"provider": "openai", "timeout": "5s"}),
+            "timeout",
+        ),
+        (
+            "zero body size",
+            json!({"provider": "openai", "max_req_body_size": 0}),
+            "max_req_body_size",
+        ),
+        (
+            "options not a map",
+            json!({"provider": "openai", "options": [1]}),
+            "options",
+        ),
+        (
+            "ssl_verify",
+            json!({"provider": "openai", "ssl_verify": false}),
+            "ssl_verify",
+        ),
+        (
+            "keepalive",
+            json!({"provider": "openai", "keepalive": true}),
+            "keepalive",
+        ),
+        (
+            "keepalive_pool",
+            json!({"provider": "openai", "keepalive_pool": 30}),
+            "keepalive_pool",
+        ),
+        (
+            "bad cluster header",
+            json!({"provider": "openai", "cluster_header": "x y"}),
+            "cluster_header",
+        ),
+        (
+            "pseudo cluster header",
+            json!({"provider": "openai", "cluster_header": "host"}),
+            "cluster_header",
+        ),
+        (
+            "empty cluster",
+            json!({"provider": "openai", "cluster": ""}),
+            "cluster",
+        ),
+    ];
+    for (name, cfg, field) in cases {
+        let err = parse_json(cfg)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+        assert_eq!(err.path, field, "{name}: {err}");
+        assert!(err.to_string().contains(field), "{name}: {err}");
+    }
+}
+
+#[test]
+fn syntax_errors_are_refused() {
+    for bad in [
+        &b""[..],
+        b"   ",
+        b"{",
+        b"[]",
+        b"null",
+        b"{\"provider\": \"openai\",}",
+        b"\xff",
+    ] {
+        assert!(
+            parse(bad).is_err(),
+            "{:?} accepted",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn errors_never_repeat_a_secret() {
+    let secret = "sk-live-SECRET-123";
+    let cases = [
+        json!({"provider": "openai", "auth": format!("Bearer {secret}")}),
+        json!({"provider": "openai", "auth": {"header": format!("Authorization: {secret}")}}),
+        json!({"provider": "openai", "auth": {"header": {"Authorization": [secret]}}}),
+        json!({"provider": "openai", "auth": {"header": {"Authorization": format!("{secret}\n")}}}),
+        json!({"provider": "openai", "timeout": secret}),
+        json!({"provider": "openai", "override": format!("https://x/?key={secret}")}),
+    ];
+    for cfg in cases {
+        let err = parse_json(cfg.clone()).unwrap_err();
+        assert!(!err.to_string().contains("SECRET"), "{cfg}: {err}");
+    }
+}
+
+#[test]
+fn redact_cuts_quoted_strings_only() {
+    assert_eq!(
+        redact(r#"invalid type: string "a\"b", expected struct X at line 1 column 9"#),
+        r#"invalid type: string "…", expected struct X at line 1 column 9"#
+    );
+    assert_eq!(redact("unknown field `x`"), "unknown field `x`");
+    assert_eq!(redact(r#"string "unterminated"#), r#"string "…""#);
+}
+
+/// Every `json` block of the configuration reference is a configuration that parses, and
+/// the refusal messages it quotes are the ones the filter really prints.
+#[test]
+fn docs_examples_are_true() {
+    let doc = include_str!("../../docs/config.md");
+    let mut examples = 0;
+    for block in doc.split("```json\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        parse(text.as_bytes()).unwrap_or_else(|e| panic!("docs example refused: {e}\n{text}"));
+        examples += 1;
+    }
+    assert!(examples >= 4, "found {examples} examples");
+
+    for cfg in [
+        json!({"provider": "openai", "auth": {"headers": {}}}),
+        json!({"provider": "openai", "ssl_verify": true}),
+    ] {
+        let msg = format!(
+            "invalid plugin configuration: {}",
+            parse_json(cfg).unwrap_err()
+        );
+        assert!(doc.contains(&msg), "docs/config.md does not quote: {msg}");
+    }
+}

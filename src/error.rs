@@ -1,0 +1,180 @@
+//! The errors the filter answers itself, each with its HTTP status and an OpenAI-style body
+//! (`{"error": {"message", "type", "code"}}`) so that SDKs show the reason.
+
+use serde_json::json;
+
+use crate::body::BodyError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    MethodNotAllowed(String),
+    UnsupportedMediaType(String),
+    BodyTooLarge {
+        limit: usize,
+    },
+    Body(BodyError),
+    /// Neither `messages` (chat) nor `input` (embeddings).
+    UnknownKind,
+    /// The chosen provider has no endpoint for this kind of request.
+    KindNotOffered {
+        provider: &'static str,
+        kind: &'static str,
+    },
+    /// Envoy answered for the upstream: timeout, refused connection, no healthy host.
+    UpstreamTimeout,
+    UpstreamUnavailable(String),
+    /// The filter has no usable configuration (never expected: Envoy refuses bad ones).
+    NotConfigured,
+    /// Envoy refused a host call the filter needs; the request is not forwarded half-shaped.
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> u32 {
+        match self {
+            ProxyError::MethodNotAllowed(_) => 405,
+            ProxyError::UnsupportedMediaType(_) => 415,
+            ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::Body(_) | ProxyError::UnknownKind | ProxyError::KindNotOffered { .. } => {
+                400
+            }
+            ProxyError::UpstreamTimeout => 504,
+            ProxyError::UpstreamUnavailable(_) => 503,
+            ProxyError::NotConfigured | ProxyError::Internal(_) => 500,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    fn kind(&self) -> &'static str {
+        match self.status() {
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// A stable, machine-readable `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
+            ProxyError::Body(BodyError::Empty) => "empty_body",
+            ProxyError::Body(BodyError::DuplicateKey(_)) => "duplicate_key",
+            ProxyError::Body(_) => "invalid_json",
+            ProxyError::UnknownKind => "unknown_request_kind",
+            ProxyError::KindNotOffered { .. } => "unsupported_request_kind",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
+            ProxyError::NotConfigured => "not_configured",
+            ProxyError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::MethodNotAllowed(m) => {
+                format!("method {m} is not allowed: send a POST with a JSON body")
+            }
+            ProxyError::UnsupportedMediaType(ct) => {
+                format!("content type `{ct}` is not supported: send application/json")
+            }
+            ProxyError::BodyTooLarge { limit } => {
+                format!("the request body is larger than the limit of {limit} bytes")
+            }
+            ProxyError::Body(e) => e.to_string(),
+            ProxyError::UnknownKind => "the request body must have `messages` (chat completions) \
+                 or `input` (embeddings)"
+                .to_string(),
+            ProxyError::KindNotOffered { provider, kind } => format!(
+                "provider `{provider}` does not offer {kind}; configure `override.endpoint` for it"
+            ),
+            ProxyError::UpstreamTimeout => "the LLM provider did not answer in time".to_string(),
+            ProxyError::UpstreamUnavailable(why) => {
+                format!("the LLM provider could not be reached ({why})")
+            }
+            ProxyError::NotConfigured => "the AI proxy filter has no valid configuration".into(),
+            ProxyError::Internal(what) => format!("the AI proxy filter failed: {what}"),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        json!({"error": {"message": self.message(), "type": self.kind(), "code": self.code()}})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Extra response headers besides `content-type`.
+    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            ProxyError::MethodNotAllowed(_) => vec![("allow", "POST")],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<BodyError> for ProxyError {
+    fn from(e: BodyError) -> Self {
+        ProxyError::Body(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn statuses_and_bodies() {
+        let cases = [
+            (
+                ProxyError::Body(BodyError::Empty),
+                400,
+                "empty_body",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::Body(BodyError::Invalid("x".into())),
+                400,
+                "invalid_json",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::UnknownKind,
+                400,
+                "unknown_request_kind",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::BodyTooLarge { limit: 10 },
+                413,
+                "request_too_large",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::UnsupportedMediaType("text/plain".into()),
+                415,
+                "unsupported_media_type",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::MethodNotAllowed("GET".into()),
+                405,
+                "method_not_allowed",
+                "invalid_request_error",
+            ),
+            (
+                ProxyError::UpstreamTimeout,
+                504,
+                "upstream_timeout",
+                "api_error",
+            ),
+        ];
+        for (err, status, code, kind) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+            let v: Value = serde_json::from_slice(&err.body()).unwrap();
+            assert_eq!(v["error"]["code"], code, "{err:?}");
+            assert_eq!(v["error"]["type"], kind, "{err:?}");
+            assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! envoy-ai-proxy: a Proxy-Wasm HTTP filter for Envoy that puts one OpenAI-style API in front
+//! of LLM providers.
+//!
+//! Everything that decides is plain Rust, tested natively; only `host` talks to Envoy.
+//! - `config`: the plugin configuration, parsed and validated once.
+//! - `provider`: provider defaults, endpoints, and request shaping.
+//! - `body`: the client's JSON body, located and patched in place.
+//! - `flow`: the per-request decisions, phase by phase.
+//! - `error`: the errors the filter answers itself (OpenAI-style JSON).
+//! - `host` (wasm32 only): the proxy-wasm contexts, the only code making host calls.
+
+// The VM must never panic: a panic kills it and every later request on that worker fails.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod flow;
+pub mod provider;
+
+#[cfg(target_arch = "wasm32")]
+mod host;

@@ -1,0 +1,213 @@
+//! Request shaping: from the client's body and one instance, the upstream request as edits
+//! (headers to set, body to replace) that the host layer applies. No host calls here.
+
+use crate::body::JsonBody;
+use crate::config::Instance;
+use crate::error::ProxyError;
+use crate::provider::ApiKind;
+
+/// What the client asked for, read once from its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    pub kind: ApiKind,
+    /// `stream: true` as the client sent it.
+    pub stream: bool,
+    /// The client's `model`, before any override.
+    pub model: Option<String>,
+}
+
+impl ClientRequest {
+    /// Chat when `messages` is an array, embeddings when `input` is present; anything else
+    /// is not a request this filter can route.
+    pub fn classify(body: &JsonBody<'_>) -> Result<ClientRequest, ProxyError> {
+        let kind = if body.raw("messages").is_some_and(|m| m.starts_with('[')) {
+            ApiKind::Chat
+        } else if body.raw("input").is_some_and(|i| i != "null") {
+            ApiKind::Embeddings
+        } else {
+            return Err(ProxyError::UnknownKind);
+        };
+        Ok(ClientRequest {
+            kind,
+            stream: kind == ApiKind::Chat && body.raw("stream") == Some("true"),
+            model: body.string("model"),
+        })
+    }
+}
+
+/// The upstream request for one attempt, borrowing from the instance.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upstream<'c> {
+    pub cluster: &'c str,
+    pub authority: &'c str,
+    pub path: &'c str,
+    /// Auth headers, lower-cased names; they replace any client value.
+    pub auth_headers: &'c [(String, String)],
+    /// Drop the client's `authorization`: the gateway owns the upstream credentials.
+    pub drop_client_authorization: bool,
+    /// The new body, or `None` to forward the client's bytes unchanged.
+    pub body: Option<String>,
+    /// Whether the upstream will stream (the client's choice, unless `options` sets it).
+    pub stream: bool,
+    /// The model the upstream is asked for (configured, else the client's).
+    pub model: Option<String>,
+}
+
+pub fn shape<'c>(
+    instance: &'c Instance,
+    body: &JsonBody<'_>,
+    client: &ClientRequest,
+) -> Result<Upstream<'c>, ProxyError> {
+    let path = instance
+        .target
+        .path(client.kind)
+        .ok_or(ProxyError::KindNotOffered {
+            provider: instance.provider.name(),
+            kind: client.kind.name(),
+        })?;
+
+    let option = |key: &str| {
+        instance
+            .options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let stream = match option("stream") {
+        Some(v) => client.kind == ApiKind::Chat && v == "true",
+        None => client.stream,
+    };
+    let model = match option("model") {
+        Some(v) => serde_json::from_str::<String>(v).ok(),
+        None => client.model.clone(),
+    };
+    let new_body = body.patch(
+        instance
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+
+    Ok(Upstream {
+        cluster: &instance.cluster,
+        authority: &instance.target.authority,
+        path,
+        auth_headers: &instance.auth_headers,
+        drop_client_authorization: instance.has_auth,
+        body: new_body,
+        stream,
+        model,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use serde_json::{json, Value};
+
+    fn instance(cfg: Value) -> Instance {
+        config::parse(cfg.to_string().as_bytes())
+            .unwrap()
+            .instances
+            .remove(0)
+    }
+
+    fn run(cfg: Value, body: &str) -> Result<(ClientRequest, Upstream<'static>), ProxyError> {
+        let inst: &'static Instance = Box::leak(Box::new(instance(cfg)));
+        let parsed = JsonBody::parse(body.as_bytes())?;
+        let client = ClientRequest::classify(&parsed)?;
+        let up = shape(inst, &parsed, &client)?;
+        Ok((client, up))
+    }
+
+    #[test]
+    fn classifies_requests() {
+        let cases = [
+            (r#"{"messages":[]}"#, Ok((ApiKind::Chat, false))),
+            (
+                r#"{"messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+                Ok((ApiKind::Chat, true)),
+            ),
+            (
+                r#"{"messages":[],"stream":false}"#,
+                Ok((ApiKind::Chat, false)),
+            ),
+            (r#"{"input":"hello"}"#, Ok((ApiKind::Embeddings, false))),
+            (
+                r#"{"input":["a","b"],"stream":true}"#,
+                Ok((ApiKind::Embeddings, false)),
+            ),
+            (r#"{"messages":"hi"}"#, Err(ProxyError::UnknownKind)),
+            (r#"{"input":null}"#, Err(ProxyError::UnknownKind)),
+            (r#"{"prompt":"x"}"#, Err(ProxyError::UnknownKind)),
+        ];
+        for (body, want) in cases {
+            let got = ClientRequest::classify(&JsonBody::parse(body.as_bytes()).unwrap())
+                .map(|c| (c.kind, c.stream));
+            assert_eq!(got, want, "{body}");
+        }
+    }
+
+    #[test]
+    fn options_win_and_auth_applies() {
+        let (client, up) = run(
+            json!({"provider": "openai", "auth": {"header": {"Authorization": "Bearer sk-x"}},
+                   "options": {"model": "gpt-4o", "max_tokens": 5}}),
+            r#"{"model":"gpt-3.5","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(client.model.as_deref(), Some("gpt-3.5"));
+        assert_eq!(up.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(
+            (up.cluster, up.authority, up.path),
+            ("openai", "api.openai.com", "/v1/chat/completions")
+        );
+        assert_eq!(
+            up.auth_headers,
+            &[("authorization".to_string(), "Bearer sk-x".to_string())]
+        );
+        assert!(up.drop_client_authorization);
+        let sent: Value = serde_json::from_str(up.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+        );
+    }
+
+    #[test]
+    fn unchanged_body_is_not_rewritten() {
+        let (_, up) = run(
+            json!({"provider": "openai", "options": {"model": "gpt-4o"}}),
+            r#"{"model": "gpt-4o", "messages": []}"#,
+        )
+        .unwrap();
+        assert_eq!(up.body, None);
+        assert!(!up.drop_client_authorization);
+    }
+
+    #[test]
+    fn stream_follows_options_when_set() {
+        let (_, up) = run(
+            json!({"provider": "openai", "options": {"stream": false}}),
+            r#"{"messages":[],"stream":true}"#,
+        )
+        .unwrap();
+        assert!(!up.stream);
+        let (_, up) = run(
+            json!({"provider": "openai"}),
+            r#"{"messages":[],"stream":true}"#,
+        )
+        .unwrap();
+        assert!(up.stream);
+    }
+
+    #[test]
+    fn embeddings_paths_per_provider() {
+        let (_, up) = run(json!({"provider": "openai"}), r#"{"input":"x"}"#).unwrap();
+        assert_eq!(up.path, "/v1/embeddings");
+        let err = run(json!({"provider": "deepseek"}), r#"{"input":"x"}"#).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.code(), "unsupported_request_kind");
+    }
+}
