@@ -1,0 +1,225 @@
+//! The raw proxy-wasm ABI calls the filter makes, each returning the host's status as a
+//! value. The SDK's `hostcalls` panic on any status they did not expect (`BadArgument` when
+//! a header is touched in the wrong phase, for instance), and a panic kills the VM, so the
+//! filter never goes through them for per-request work.
+
+use std::fmt;
+use std::ptr::{null, null_mut};
+
+/// A host status other than Ok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "NotFound",
+            2 => "BadArgument",
+            3 => "SerializationFailure",
+            4 => "ParseFailure",
+            7 => "Empty",
+            8 => "CasMismatch",
+            10 => "InternalFailure",
+            12 => "Unimplemented",
+            _ => "unknown status",
+        };
+        write!(f, "{name} ({})", self.0)
+    }
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+pub const REQUEST_HEADERS: u32 = 0;
+pub const RESPONSE_HEADERS: u32 = 2;
+pub const REQUEST_BODY: u32 = 0;
+pub const RESPONSE_BODY: u32 = 1;
+pub const PLUGIN_CONFIGURATION: u32 = 7;
+
+// Same imports as the SDK declares, with plain integer statuses so that an unexpected value
+// is data, not undefined behaviour.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_log_level(ret_level: *mut u32) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+fn check(status: u32) -> Result<(), Status> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(Status(status))
+    }
+}
+
+/// Takes ownership of memory the host allocated through the module's allocator.
+fn take(status: u32, data: *mut u8, size: usize) -> Result<Option<Vec<u8>>, Status> {
+    match status {
+        OK if data.is_null() => Ok(None),
+        // SAFETY: on Ok the host returns a buffer of `size` bytes that it allocated with this
+        // module's `proxy_on_memory_allocate` (a `Vec<u8>` with capacity `size`), and hands
+        // its ownership to us.
+        OK => Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) })),
+        NOT_FOUND => Ok(None),
+        other => Err(Status(other)),
+    }
+}
+
+pub fn log(level: u32, message: &str) {
+    // SAFETY: pointer and length describe a live string.
+    let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+pub fn log_level() -> Result<u32, Status> {
+    let mut level = 0u32;
+    // SAFETY: the host writes one u32 to a live local.
+    check(unsafe { proxy_get_log_level(&mut level) })?;
+    Ok(level)
+}
+
+pub fn header(map: u32, name: &str) -> Result<Option<String>, Status> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers describe live locals and a live string.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    // Header values are bytes; a value that is not UTF-8 is read lossily.
+    Ok(
+        take(status, data, size)?.map(|v| match String::from_utf8(v) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }),
+    )
+}
+
+pub fn set_header(map: u32, name: &str, value: &str) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live strings.
+    check(unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+pub fn remove_header(map: u32, name: &str) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live string.
+    check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
+}
+
+pub fn buffer(buffer: u32, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, Status> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host writes to live locals.
+    let status = unsafe { proxy_get_buffer_bytes(buffer, start, max_size, &mut data, &mut size) };
+    take(status, data, size)
+}
+
+pub fn set_buffer(buffer: u32, start: usize, size: usize, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live slice.
+    check(unsafe { proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len()) })
+}
+
+pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+    let map = serialize_map(headers);
+    // SAFETY: pointers and lengths describe live buffers; no status details are sent.
+    check(unsafe {
+        proxy_send_local_response(
+            status,
+            null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}
+
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+    let path = path.join("\0");
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers describe a live string and live locals.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    take(status, data, size)
+}
+
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// The ABI's header map encoding: count, (name length, value length) pairs, then each name
+/// and value followed by a NUL byte.
+fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + map
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 10)
+        .sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    bytes.extend_from_slice(&len32(map.len()));
+    for (name, value) in map {
+        bytes.extend_from_slice(&len32(name.len()));
+        bytes.extend_from_slice(&len32(value.len()));
+    }
+    for (name, value) in map {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}

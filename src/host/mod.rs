@@ -1,0 +1,114 @@
+//! The wasm entry point and the root context: the only place, with `http` and `abi`, that
+//! talks to Envoy. It reads the plugin configuration once and hands it to every request.
+
+mod abi;
+mod http;
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use crate::config::{self, Config};
+
+proxy_wasm::main! {{
+    init_logging();
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+}}
+
+/// Routes the `log` crate to Envoy's log through the non-panicking ABI call.
+struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => 0,
+            log::Level::Debug => 1,
+            log::Level::Info => 2,
+            log::Level::Warn => 3,
+            log::Level::Error => 4,
+        };
+        abi::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_logging() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+    // With panic = "abort" a panic still kills the VM; at least say where.
+    std::panic::set_hook(Box::new(|info| {
+        abi::log(5, &format!("envoy-ai-proxy: {info}"))
+    }));
+}
+
+/// Formats only what Envoy will print: follow the host's log level.
+fn sync_log_level() {
+    let filter = match abi::log_level() {
+        Ok(0) => log::LevelFilter::Trace,
+        Ok(1) => log::LevelFilter::Debug,
+        Ok(2) => log::LevelFilter::Info,
+        Ok(3) => log::LevelFilter::Warn,
+        Ok(4) => log::LevelFilter::Error,
+        Ok(_) => log::LevelFilter::Off,
+        Err(_) => log::LevelFilter::Info,
+    };
+    log::set_max_level(filter);
+}
+
+struct Root {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        sync_log_level();
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        sync_log_level();
+        let bytes = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(s) => {
+                log::error!("envoy-ai-proxy: cannot read the plugin configuration: {s}");
+                return false;
+            }
+        };
+        match config::parse(&bytes) {
+            Ok(c) => {
+                log::info!(
+                    "envoy-ai-proxy: configured with {} instance(s)",
+                    c.instances.len()
+                );
+                self.config = Some(Rc::new(c));
+                true
+            }
+            Err(e) => {
+                log::error!("envoy-ai-proxy: invalid plugin configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK panics on it. Without a configuration the filter fails closed.
+        Some(Box::new(http::Filter::new(context_id, self.config.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
