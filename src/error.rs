@@ -20,6 +20,8 @@ pub enum ProxyError {
         provider: &'static str,
         kind: &'static str,
     },
+    /// No instance may take the request (all tried, unhealthy or out of quota).
+    NoInstanceAvailable,
     /// Envoy answered for the upstream: timeout, refused connection, no healthy host.
     UpstreamTimeout,
     UpstreamUnavailable(String),
@@ -39,7 +41,7 @@ impl ProxyError {
                 400
             }
             ProxyError::UpstreamTimeout => 504,
-            ProxyError::UpstreamUnavailable(_) => 503,
+            ProxyError::UpstreamUnavailable(_) | ProxyError::NoInstanceAvailable => 503,
             ProxyError::NotConfigured | ProxyError::Internal(_) => 500,
         }
     }
@@ -65,6 +67,7 @@ impl ProxyError {
             ProxyError::KindNotOffered { .. } => "unsupported_request_kind",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
+            ProxyError::NoInstanceAvailable => "no_instance_available",
             ProxyError::NotConfigured => "not_configured",
             ProxyError::Internal(_) => "internal_error",
         }
@@ -89,6 +92,9 @@ impl ProxyError {
                 "provider `{provider}` does not offer {kind}; configure `override.endpoint` for it"
             ),
             ProxyError::UpstreamTimeout => "the LLM provider did not answer in time".to_string(),
+            ProxyError::NoInstanceAvailable => {
+                "no LLM instance is available for this request".into()
+            }
             ProxyError::UpstreamUnavailable(why) => {
                 format!("the LLM provider could not be reached ({why})")
             }

@@ -1,10 +1,12 @@
 //! The per-request decisions, phase by phase, as plain functions over plain inputs: the
 //! host layer reads what Envoy gives it, asks here what to do, and applies the answer.
 
+use crate::balancer::RoundRobin;
 use crate::body::JsonBody;
 use crate::config::{Config, Instance};
 use crate::error::ProxyError;
 use crate::provider::shape::{self, ClientRequest, Upstream};
+use crate::provider::ApiKind;
 
 /// What the request headers phase reads.
 #[derive(Debug, Default, Clone, Copy)]
@@ -66,25 +68,117 @@ pub fn check_body_size(config: &Config, buffered: usize) -> Result<(), ProxyErro
     }
 }
 
-/// The decision for a complete request body: what the client asked for and the upstream
-/// request for the chosen instance.
-#[derive(Debug)]
-pub struct Plan<'c> {
+/// The client's request, read once from its body.
+pub struct Request<'b> {
+    pub body: JsonBody<'b>,
     pub client: ClientRequest,
-    pub instance: &'c Instance,
-    pub upstream: Upstream<'c>,
 }
 
-pub fn plan<'c>(config: &'c Config, body: &[u8]) -> Result<Plan<'c>, ProxyError> {
-    let parsed = JsonBody::parse(body)?;
-    let client = ClientRequest::classify(&parsed)?;
-    let instance = config.instances.first().ok_or(ProxyError::NotConfigured)?;
-    let upstream = shape::shape(instance, &parsed, &client)?;
-    Ok(Plan {
-        client,
-        instance,
-        upstream,
-    })
+pub fn read_request(body: &[u8]) -> Result<Request<'_>, ProxyError> {
+    let body = JsonBody::parse(body)?;
+    let client = ClientRequest::classify(&body)?;
+    Ok(Request { body, client })
+}
+
+/// Picks the instance for the next attempt among those not `tried` that offer this kind of
+/// request. `hash` is the request's key hash (consistent hashing only).
+pub fn pick(
+    config: &Config,
+    rr: &mut RoundRobin,
+    hash: u64,
+    tried: &[bool],
+    kind: ApiKind,
+) -> Result<usize, ProxyError> {
+    let offers = |i: usize| {
+        config
+            .instances
+            .get(i)
+            .is_some_and(|inst| inst.target.path(kind).is_some())
+    };
+    if !(0..config.instances.len()).any(offers) {
+        let provider = config.instances.first().map_or("", |i| i.provider.name());
+        return Err(ProxyError::KindNotOffered {
+            provider,
+            kind: kind.name(),
+        });
+    }
+    let available = |i: usize| offers(i) && !tried.get(i).copied().unwrap_or(false);
+    config
+        .balancer
+        .pick(rr, hash, available)
+        .ok_or(ProxyError::NoInstanceAvailable)
+}
+
+/// The upstream request of one attempt on instance `index`.
+pub fn shape_for<'c>(
+    config: &'c Config,
+    index: usize,
+    req: &Request<'_>,
+) -> Result<(&'c Instance, Upstream<'c>), ProxyError> {
+    let instance = config
+        .instances
+        .get(index)
+        .ok_or(ProxyError::NoInstanceAvailable)?;
+    let upstream = shape::shape(instance, &req.body, &req.client)?;
+    Ok((instance, upstream))
+}
+
+/// Client headers that never go to a fallback callout: pseudo-headers and framing (Envoy
+/// sets its own), the routing header, Envoy's control headers, and what the instance's auth
+/// replaces.
+fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
+    const DROP: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "expect",
+    ];
+    !(name.starts_with(':')
+        || name.starts_with("x-envoy-")
+        || DROP.contains(&name)
+        || name == config.cluster_header
+        || (up.drop_client_authorization && name == "authorization")
+        || up.auth_headers.iter().any(|(n, _)| n == name))
+}
+
+/// The headers of a fallback callout: the request line for the instance, the client's
+/// headers (as it sent them, so nothing of an earlier instance leaks), the instance's auth.
+pub fn callout_headers(
+    config: &Config,
+    up: &Upstream<'_>,
+    client_headers: &[(String, String)],
+    body_len: usize,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![
+        (":method".into(), "POST".into()),
+        (":path".into(), up.path.to_string()),
+        (":authority".into(), up.authority.to_string()),
+    ];
+    out.extend(
+        client_headers
+            .iter()
+            .filter(|(n, _)| forwardable(n, config, up))
+            .cloned(),
+    );
+    out.extend(up.auth_headers.iter().cloned());
+    out.push(("content-length".into(), body_len.to_string()));
+    out
+}
+
+/// The headers of a callout's answer that may be replayed to the client: Envoy frames the
+/// local reply itself.
+pub fn replayable_response_header(name: &str) -> bool {
+    !(name.starts_with(':')
+        || matches!(
+            name,
+            "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+        ))
 }
 
 /// Envoy answers for an upstream it could not use with a plain-text local reply; the filter
@@ -225,17 +319,95 @@ mod tests {
         assert_eq!(check_body_size(&c, 101).unwrap_err().status(), 413);
     }
 
+    fn plan(c: &Config, body: &[u8]) -> Result<(usize, ClientRequest, String), ProxyError> {
+        let req = read_request(body)?;
+        let i = pick(c, &mut RoundRobin::default(), 0, &[], req.client.kind)?;
+        let (_, up) = shape_for(c, i, &req)?;
+        Ok((i, req.client.clone(), up.path.to_string()))
+    }
+
     #[test]
-    fn plan_reports_client_and_upstream() {
+    fn reads_picks_and_shapes() {
         let c = config::parse(br#"{"provider":"deepseek","options":{"model":"deepseek-chat"}}"#)
             .unwrap();
-        let p = plan(&c, br#"{"model":"x","messages":[],"stream":true}"#).unwrap();
-        assert_eq!(p.client.model.as_deref(), Some("x"));
-        assert!(p.upstream.stream);
-        assert_eq!(p.upstream.path, "/chat/completions");
-        assert_eq!(p.instance.name, "deepseek");
+        let (i, client, path) = plan(&c, br#"{"model":"x","messages":[],"stream":true}"#).unwrap();
+        assert_eq!(i, 0);
+        assert_eq!(client.model.as_deref(), Some("x"));
+        assert!(client.stream);
+        assert_eq!(path, "/chat/completions");
         assert_eq!(plan(&c, b"{}").unwrap_err().status(), 400);
         assert_eq!(plan(&c, b"{").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            plan(&c, br#"{"input":"x"}"#).unwrap_err().code(),
+            "unsupported_request_kind"
+        );
+    }
+
+    #[test]
+    fn picking_skips_tried_and_instances_without_the_kind() {
+        let c = config::parse(
+            br#"{"instances":[
+                {"name":"ds","provider":"deepseek","priority":2},
+                {"name":"oa","provider":"openai","priority":1},
+                {"name":"oa2","provider":"openai","priority":0}]}"#,
+        )
+        .unwrap();
+        let mut rr = RoundRobin::default();
+        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat), Ok(0));
+        assert_eq!(pick(&c, &mut rr, 0, &[true], ApiKind::Chat), Ok(1));
+        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Embeddings), Ok(1));
+        assert_eq!(
+            pick(&c, &mut rr, 0, &[false, true], ApiKind::Embeddings),
+            Ok(2)
+        );
+        assert_eq!(
+            pick(&c, &mut rr, 0, &[true, true, true], ApiKind::Chat),
+            Err(ProxyError::NoInstanceAvailable)
+        );
+    }
+
+    #[test]
+    fn callout_headers_carry_the_client_but_not_the_last_instance() {
+        let c = config::parse(
+            br#"{"instances":[
+                {"name":"a","provider":"openai","auth":{"header":{"Authorization":"Bearer A"}}},
+                {"name":"b","provider":"openai-compatible","override":{"endpoint":"http://b:9/v1/x"},
+                 "auth":{"header":{"api-key":"B"}}}]}"#,
+        )
+        .unwrap();
+        let req = read_request(br#"{"messages":[]}"#).unwrap();
+        let (_, up) = shape_for(&c, 1, &req).unwrap();
+        let client: Vec<(String, String)> = [
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("authorization", "Bearer client"),
+            ("api-key", "client-key"),
+            ("openai-beta", "assistants=v2"),
+            ("content-length", "15"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("x-ai-proxy-cluster", "evil"),
+            ("accept", "application/json"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let h = callout_headers(&c, &up, &client, 15);
+        let get = |n: &str| {
+            h.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(":method"), ["POST"]);
+        assert_eq!(get(":path"), ["/v1/x"]);
+        assert_eq!(get(":authority"), ["b:9"]);
+        assert_eq!(get("authorization"), Vec::<&str>::new());
+        assert_eq!(get("api-key"), ["B"]);
+        assert_eq!(get("openai-beta"), ["assistants=v2"]);
+        assert_eq!(get("accept"), ["application/json"]);
+        assert_eq!(get("content-length"), ["15"]);
+        assert!(get("x-envoy-upstream-rq-timeout-ms").is_empty());
+        assert!(get("x-ai-proxy-cluster").is_empty());
     }
 
     #[test]

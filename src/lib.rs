@@ -5,7 +5,10 @@
 //! - `config`: the plugin configuration, parsed and validated once.
 //! - `provider`: provider defaults, endpoints, and request shaping.
 //! - `body`: the client's JSON body, located and patched in place.
+//! - `balancer`: priority groups, weighted round robin, consistent hashing.
+//! - `fallback`: which failed answers go to the next instance, and the final answer.
 //! - `flow`: the per-request decisions, phase by phase.
+//! - `wire`: the proxy-wasm header map encoding.
 //! - `error`: the errors the filter answers itself (OpenAI-style JSON).
 //! - `host` (wasm32 only): the proxy-wasm contexts, the only code making host calls.
 
@@ -23,11 +26,14 @@
     )
 )]
 
+pub mod balancer;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod flow;
 pub mod provider;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

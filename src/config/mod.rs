@@ -7,6 +7,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::balancer::key::{self, KeySource};
+use crate::balancer::{Algorithm, Balancer, Slot};
+use crate::fallback::Policy;
 use crate::provider::{self, Endpoint, Provider, Target};
 
 pub use raw::RawConfig;
@@ -17,6 +20,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_REQ_BODY_SIZE: usize = 64 * 1024 * 1024;
 /// Default request header that carries the chosen cluster to the route.
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-ai-proxy-cluster";
+/// Default request header that carries the consumer name (set by an auth filter).
+pub const DEFAULT_CONSUMER_HEADER: &str = "x-consumer";
 
 /// Headers that the filter or Envoy own; configuring them as auth headers is refused.
 const RESERVED_HEADERS: &[&str] = &[
@@ -37,16 +42,25 @@ const RESERVED_HEADERS: &[&str] = &[
 pub struct Config {
     /// One entry in single-provider mode.
     pub instances: Vec<Instance>,
+    pub balancer: Balancer,
+    /// Where the consistent-hashing key comes from (`chash` only).
+    pub hash_key: Option<KeySource>,
+    pub fallback: Policy,
     pub timeout_ms: u64,
     pub max_req_body_size: usize,
     /// Lower-cased name of the routing header.
     pub cluster_header: String,
+    /// Lower-cased name of the header that carries the consumer name.
+    pub consumer_header: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub name: String,
     pub provider: Provider,
+    /// Higher first (many-instance mode; 0 otherwise).
+    pub priority: i64,
+    pub weight: u32,
     /// Envoy cluster the request is routed to.
     pub cluster: String,
     /// Where requests go: `:authority` and the full `:path` (query included) per API kind.
@@ -163,51 +177,290 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             ConfigError::new("max_req_body_size", "is larger than this platform supports")
         })?,
     };
-    let cluster_header = match raw.cluster_header {
-        None => DEFAULT_CLUSTER_HEADER.to_string(),
-        Some(h) => {
-            check_token(&h).map_err(|m| ConfigError::new("cluster_header", m))?;
-            if h.starts_with(':') || RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
-                return Err(ConfigError::new(
-                    "cluster_header",
-                    "names a header that Envoy or the filter already use",
-                ));
+    let cluster_header =
+        header_name_field("cluster_header", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
+    let consumer_header = header_name_field(
+        "consumer_header",
+        raw.consumer_header,
+        DEFAULT_CONSUMER_HEADER,
+    )?;
+    if consumer_header == cluster_header {
+        return Err(ConfigError::new(
+            "consumer_header",
+            "must differ from `cluster_header`",
+        ));
+    }
+
+    let (instances, balancer, hash_key, fallback) = match raw.instances {
+        Some(list) => {
+            for (field, present) in [
+                ("provider", raw.provider.is_some()),
+                ("auth", raw.auth.is_some()),
+                ("options", raw.options.is_some()),
+                ("override", raw.override_.is_some()),
+                ("cluster", raw.cluster.is_some()),
+            ] {
+                if present {
+                    return Err(ConfigError::new(
+                        field,
+                        "belongs inside each instance when `instances` is used",
+                    ));
+                }
             }
-            h.to_ascii_lowercase()
+            let instances = compile_instances(list, &cluster_header)?;
+            let (algorithm, hash_key) = compile_balancer(raw.balancer)?;
+            let slots: Vec<Slot> = instances
+                .iter()
+                .map(|i| Slot {
+                    name: &i.name,
+                    priority: i.priority,
+                    weight: i.weight,
+                })
+                .collect();
+            let balancer = Balancer::new(algorithm, &slots);
+            let fallback = compile_fallback(
+                raw.fallback_strategy,
+                raw.fallback_http_statuses,
+                raw.max_retries,
+                raw.retry_on_failure_within_ms,
+                instances.len(),
+            )?;
+            (instances, balancer, hash_key, fallback)
+        }
+        None => {
+            for (field, present) in [
+                ("balancer", raw.balancer.is_some()),
+                ("fallback_strategy", raw.fallback_strategy.is_some()),
+                (
+                    "fallback_http_statuses",
+                    raw.fallback_http_statuses.is_some(),
+                ),
+                ("max_retries", raw.max_retries.is_some()),
+                (
+                    "retry_on_failure_within_ms",
+                    raw.retry_on_failure_within_ms.is_some(),
+                ),
+            ] {
+                if present {
+                    return Err(ConfigError::new(
+                        field,
+                        "needs `instances`: with a single provider there is nothing to balance or fall back to",
+                    ));
+                }
+            }
+            let provider_name = raw.provider.ok_or_else(|| {
+                ConfigError::new(
+                    "provider",
+                    "is required (openai, deepseek, openai-compatible), or give `instances`",
+                )
+            })?;
+            let instance = compile_instance(
+                "",
+                InstanceParts {
+                    name: provider_name.clone(),
+                    provider: provider_name,
+                    priority: 0,
+                    weight: 1,
+                    auth: raw.auth,
+                    options: raw.options,
+                    endpoint: raw.override_.and_then(|o| o.endpoint),
+                    cluster: raw.cluster,
+                },
+                &cluster_header,
+            )?;
+            let balancer = Balancer::new(
+                Algorithm::RoundRobin,
+                &[Slot {
+                    name: &instance.name,
+                    priority: 0,
+                    weight: 1,
+                }],
+            );
+            (vec![instance], balancer, None, Policy::default())
         }
     };
 
-    let provider_name = raw.provider.ok_or_else(|| {
-        ConfigError::new(
-            "provider",
-            "is required (openai, deepseek, openai-compatible)",
-        )
-    })?;
-    let instance = compile_instance(
-        "",
-        InstanceParts {
-            name: provider_name.clone(),
-            provider: provider_name,
-            auth: raw.auth,
-            options: raw.options,
-            endpoint: raw.override_.and_then(|o| o.endpoint),
-            cluster: raw.cluster,
-        },
-        &cluster_header,
-    )?;
-
     Ok(Config {
-        instances: vec![instance],
+        instances,
+        balancer,
+        hash_key,
+        fallback,
         timeout_ms,
         max_req_body_size,
         cluster_header,
+        consumer_header,
     })
+}
+
+/// A configurable header name: a token, not one Envoy or the filter already use.
+fn header_name_field(
+    field: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let Some(h) = value else {
+        return Ok(default.to_string());
+    };
+    check_token(&h).map_err(|m| ConfigError::new(field, m))?;
+    let lower = h.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower == "authorization" {
+        return Err(ConfigError::new(
+            field,
+            "names a header that Envoy or the filter already use",
+        ));
+    }
+    Ok(lower)
+}
+
+fn compile_instances(
+    list: Vec<raw::RawInstance>,
+    cluster_header: &str,
+) -> Result<Vec<Instance>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            "instances",
+            "must list at least one instance",
+        ));
+    }
+    let mut out: Vec<Instance> = Vec::with_capacity(list.len());
+    for (i, raw) in list.into_iter().enumerate() {
+        let prefix = format!("instances[{i}].");
+        let name_ok = (1..=100).contains(&raw.name.len())
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !name_ok {
+            return Err(ConfigError::new(
+                format!("{prefix}name"),
+                "must be 1-100 characters of [a-zA-Z0-9._-] (it names headers and metrics)",
+            ));
+        }
+        if out.iter().any(|o| o.name == raw.name) {
+            return Err(ConfigError::new(
+                format!("{prefix}name"),
+                format!(
+                    "`{}` is used by another instance; names must be unique",
+                    raw.name
+                ),
+            ));
+        }
+        out.push(compile_instance(
+            &prefix,
+            InstanceParts {
+                name: raw.name,
+                provider: raw.provider,
+                priority: raw.priority.unwrap_or(0),
+                weight: raw.weight.unwrap_or(0),
+                auth: raw.auth,
+                options: raw.options,
+                endpoint: raw.override_.and_then(|o| o.endpoint),
+                cluster: raw.cluster,
+            },
+            cluster_header,
+        )?);
+    }
+    Ok(out)
+}
+
+fn compile_balancer(
+    raw: Option<raw::RawBalancer>,
+) -> Result<(Algorithm, Option<KeySource>), ConfigError> {
+    let raw = raw.unwrap_or_default();
+    match raw.algorithm.as_deref().unwrap_or("roundrobin") {
+        "roundrobin" => {
+            if raw.hash_on.is_some() || raw.key.is_some() {
+                let field = if raw.hash_on.is_some() {
+                    "balancer.hash_on"
+                } else {
+                    "balancer.key"
+                };
+                return Err(ConfigError::new(field, "applies only to algorithm `chash`"));
+            }
+            Ok((Algorithm::RoundRobin, None))
+        }
+        "chash" => {
+            let hash_on = raw.hash_on.as_deref().unwrap_or("vars");
+            let source = key::compile(hash_on, raw.key.as_deref().unwrap_or(""))
+                .map_err(|m| ConfigError::new("balancer", m))?;
+            Ok((Algorithm::ConsistentHash, Some(source)))
+        }
+        other => Err(ConfigError::new(
+            "balancer.algorithm",
+            format!("unknown algorithm `{other}`; supported: roundrobin, chash"),
+        )),
+    }
+}
+
+fn compile_fallback(
+    strategy: Option<raw::RawFallbackStrategy>,
+    statuses: Option<Vec<u16>>,
+    max_retries: Option<u32>,
+    within_ms: Option<u64>,
+    instances: usize,
+) -> Result<Policy, ConfigError> {
+    let mut policy = Policy::default();
+    match strategy {
+        None => {}
+        Some(raw::RawFallbackStrategy::One(s)) => match s.as_str() {
+            "instance_health_and_rate_limiting" => policy.rate_limiting = true,
+            "http_429" => policy.on_429 = true,
+            "http_5xx" => policy.on_5xx = true,
+            other => {
+                return Err(ConfigError::new(
+                    "fallback_strategy",
+                    format!(
+                        "unknown strategy `{other}`; supported: instance_health_and_rate_limiting,                          http_429, http_5xx, or an array of rate_limiting, http_429, http_5xx"
+                    ),
+                ))
+            }
+        },
+        Some(raw::RawFallbackStrategy::Many(list)) => {
+            for s in list {
+                match s.as_str() {
+                    "rate_limiting" | "instance_health_and_rate_limiting" => {
+                        policy.rate_limiting = true
+                    }
+                    "http_429" => policy.on_429 = true,
+                    "http_5xx" => policy.on_5xx = true,
+                    other => {
+                        return Err(ConfigError::new(
+                            "fallback_strategy",
+                            format!(
+                                "unknown strategy `{other}` in the array; supported:                                  rate_limiting, http_429, http_5xx"
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    policy.statuses = statuses.unwrap_or_default();
+    if let Some(bad) = policy.statuses.iter().find(|s| !(400..=599).contains(*s)) {
+        return Err(ConfigError::new(
+            "fallback_http_statuses",
+            format!("{bad} is not an error status (400-599)"),
+        ));
+    }
+    // By default every other instance may be tried once.
+    let others = u32::try_from(instances.saturating_sub(1)).unwrap_or(u32::MAX);
+    policy.max_retries = max_retries.unwrap_or(others);
+    if within_ms == Some(0) {
+        return Err(ConfigError::new(
+            "retry_on_failure_within_ms",
+            "must be at least 1 (milliseconds)",
+        ));
+    }
+    policy.within_ms = within_ms;
+    Ok(policy)
 }
 
 /// The per-provider fields shared by the single-provider and the many-instance shapes.
 struct InstanceParts {
     name: String,
     provider: String,
+    priority: i64,
+    weight: u32,
     auth: Option<raw::RawAuth>,
     options: Option<Map<String, Value>>,
     endpoint: Option<String>,
@@ -302,6 +555,8 @@ fn compile_instance(
     Ok(Instance {
         name: parts.name,
         provider,
+        priority: parts.priority,
+        weight: parts.weight,
         cluster,
         target,
         auth_headers,

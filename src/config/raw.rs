@@ -18,6 +18,15 @@ pub struct RawConfig {
     pub max_req_body_size: Option<u64>,
     pub cluster_header: Option<String>,
 
+    // Many-instance mode (APISIX `ai-proxy-multi`).
+    pub instances: Option<Vec<RawInstance>>,
+    pub balancer: Option<RawBalancer>,
+    pub fallback_strategy: Option<RawFallbackStrategy>,
+    pub fallback_http_statuses: Option<Vec<u16>>,
+    pub max_retries: Option<u32>,
+    pub retry_on_failure_within_ms: Option<u64>,
+    pub consumer_header: Option<String>,
+
     // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
     // are recognised only to be refused with a pointer to the Envoy equivalent.
     pub ssl_verify: Option<Value>,
@@ -39,4 +48,35 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawOverride {
     pub endpoint: Option<String>,
+}
+
+/// One entry of `instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub name: String,
+    pub provider: String,
+    pub priority: Option<i64>,
+    pub weight: Option<u32>,
+    pub auth: Option<RawAuth>,
+    pub options: Option<Map<String, Value>>,
+    #[serde(rename = "override")]
+    pub override_: Option<RawOverride>,
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancer {
+    pub algorithm: Option<String>,
+    pub hash_on: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `fallback_strategy`: one string, or an array of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawFallbackStrategy {
+    One(String),
+    Many(Vec<String>),
 }

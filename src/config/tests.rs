@@ -1,6 +1,8 @@
 //! Configuration parsing and validation, table-driven.
 
 use super::*;
+use crate::balancer::key::KeySource;
+use crate::fallback::Policy;
 use serde_json::json;
 
 fn parse_json(v: serde_json::Value) -> Result<Config, ConfigError> {
@@ -251,5 +253,178 @@ fn docs_examples_are_true() {
             parse_json(cfg).unwrap_err()
         );
         assert!(doc.contains(&msg), "docs/config.md does not quote: {msg}");
+    }
+}
+
+#[test]
+fn many_instances() {
+    let c = parse_json(json!({
+        "instances": [
+            {"name": "openai-instance", "provider": "openai", "priority": 1, "weight": 8,
+             "auth": {"header": {"Authorization": "Bearer a"}}, "options": {"model": "gpt-4o"}},
+            {"name": "deepseek-instance", "provider": "deepseek", "weight": 2, "cluster": "ds"}
+        ],
+        "balancer": {"algorithm": "chash", "hash_on": "header", "key": "X-User"},
+        "fallback_strategy": ["http_429", "http_5xx", "rate_limiting"],
+        "fallback_http_statuses": [401, 408],
+        "retry_on_failure_within_ms": 5000,
+        "consumer_header": "X-Team"
+    }))
+    .unwrap();
+    assert_eq!(c.instances.len(), 2);
+    let (a, b) = (&c.instances[0], &c.instances[1]);
+    assert_eq!(
+        (a.name.as_str(), a.cluster.as_str(), a.priority, a.weight),
+        ("openai-instance", "openai-instance", 1, 8)
+    );
+    assert_eq!(
+        (b.name.as_str(), b.cluster.as_str(), b.priority, b.weight),
+        ("deepseek-instance", "ds", 0, 2)
+    );
+    assert_eq!(c.hash_key, Some(KeySource::Header("x-user".into())));
+    let p = &c.fallback;
+    assert!(p.on_429 && p.on_5xx && p.rate_limiting);
+    assert_eq!(p.statuses, vec![401, 408]);
+    assert_eq!(p.max_retries, 1, "default: every other instance once");
+    assert_eq!(p.within_ms, Some(5000));
+    assert_eq!(c.consumer_header, "x-team");
+
+    let c = parse_json(json!({"instances": [{"name": "x", "provider": "openai"}]})).unwrap();
+    assert_eq!(
+        c.fallback,
+        Policy {
+            max_retries: 0,
+            ..Policy::default()
+        }
+    );
+    assert_eq!(c.hash_key, None);
+    let c = parse_json(json!({"instances": [{"name": "x", "provider": "openai"}],
+                              "fallback_strategy": "instance_health_and_rate_limiting", "max_retries": 3}))
+    .unwrap();
+    assert!(c.fallback.rate_limiting && !c.fallback.on_5xx);
+    assert_eq!(c.fallback.max_retries, 3);
+}
+
+#[test]
+fn many_instance_refusals_name_the_field() {
+    let one = json!({"name": "a", "provider": "openai"});
+    let cases = [
+        ("empty instances", json!({"instances": []}), "instances"),
+        (
+            "duplicate names",
+            json!({"instances": [one, one]}),
+            "instances[1].name",
+        ),
+        (
+            "bad name",
+            json!({"instances": [{"name": "a b", "provider": "openai"}]}),
+            "instances[0].name",
+        ),
+        (
+            "long name",
+            json!({"instances": [{"name": "x".repeat(101), "provider": "openai"}]}),
+            "instances[0].name",
+        ),
+        (
+            "missing provider",
+            json!({"instances": [{"name": "a"}]}),
+            "instances[0]",
+        ),
+        (
+            "bad provider",
+            json!({"instances": [{"name": "a", "provider": "x"}]}),
+            "instances[0].provider",
+        ),
+        (
+            "instance endpoint",
+            json!({"instances": [{"name": "a", "provider": "openai-compatible"}]}),
+            "instances[0].override.endpoint",
+        ),
+        (
+            "instance auth",
+            json!({"instances": [{"name": "a", "provider": "openai", "auth": {"header": {"Host": "x"}}}]}),
+            "instances[0].auth.header.Host",
+        ),
+        (
+            "unknown instance field",
+            json!({"instances": [{"name": "a", "provider": "openai", "wieght": 1}]}),
+            "instances[0].wieght",
+        ),
+        (
+            "negative weight",
+            json!({"instances": [{"name": "a", "provider": "openai", "weight": -1}]}),
+            "instances[0].weight",
+        ),
+        (
+            "both shapes",
+            json!({"provider": "openai", "instances": [one]}),
+            "provider",
+        ),
+        (
+            "top-level auth with instances",
+            json!({"auth": {}, "instances": [one]}),
+            "auth",
+        ),
+        (
+            "balancer without instances",
+            json!({"provider": "openai", "balancer": {}}),
+            "balancer",
+        ),
+        (
+            "fallback without instances",
+            json!({"provider": "openai", "fallback_strategy": "http_5xx"}),
+            "fallback_strategy",
+        ),
+        (
+            "bad algorithm",
+            json!({"instances": [one], "balancer": {"algorithm": "random"}}),
+            "balancer.algorithm",
+        ),
+        (
+            "hash_on with roundrobin",
+            json!({"instances": [one], "balancer": {"hash_on": "header"}}),
+            "balancer.hash_on",
+        ),
+        (
+            "chash header without key",
+            json!({"instances": [one], "balancer": {"algorithm": "chash", "hash_on": "header"}}),
+            "balancer",
+        ),
+        (
+            "bad strategy",
+            json!({"instances": [one], "fallback_strategy": "http_4xx"}),
+            "fallback_strategy",
+        ),
+        (
+            "bad strategy in array",
+            json!({"instances": [one], "fallback_strategy": ["http_5xx", "nope"]}),
+            "fallback_strategy",
+        ),
+        (
+            "strategy of wrong type",
+            json!({"instances": [one], "fallback_strategy": 5}),
+            "fallback_strategy",
+        ),
+        (
+            "status out of range",
+            json!({"instances": [one], "fallback_http_statuses": [302]}),
+            "fallback_http_statuses",
+        ),
+        (
+            "zero within",
+            json!({"instances": [one], "retry_on_failure_within_ms": 0}),
+            "retry_on_failure_within_ms",
+        ),
+        (
+            "consumer header = cluster header",
+            json!({"instances": [one], "consumer_header": "x-ai-proxy-cluster"}),
+            "consumer_header",
+        ),
+    ];
+    for (name, cfg, field) in cases {
+        let err = parse_json(cfg)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+        assert_eq!(err.path, field, "{name}: {err}");
     }
 }
