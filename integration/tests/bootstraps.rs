@@ -30,6 +30,19 @@ fn every_bootstrap_validates() {
         validate(&demo::bootstrap(Ports::default(), &cfg).unwrap()).unwrap();
     }
 
+    let multi = render(
+        "multi-instance.yaml",
+        &[
+            ("WASM", wasm.clone()),
+            ("LISTEN_PORT", "10000".into()),
+            ("ADMIN_PORT", "9901".into()),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("DEEPSEEK_API_KEY", "sk-test".into()),
+        ],
+    )
+    .unwrap();
+    validate(&multi).unwrap();
+
     // Every file in envoy/ is covered above: a new bootstrap needs a line here.
     let mut files: Vec<String> = std::fs::read_dir(envoy::repo_root().join("envoy"))
         .unwrap()
@@ -37,7 +50,10 @@ fn every_bootstrap_validates() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     files.sort();
-    assert_eq!(files, ["demo.yaml", "integration.yaml"]);
+    assert_eq!(
+        files,
+        ["demo.yaml", "integration.yaml", "multi-instance.yaml"]
+    );
 }
 
 #[test]

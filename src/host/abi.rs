@@ -6,6 +6,8 @@
 use std::fmt;
 use std::ptr::{null, null_mut};
 
+use crate::wire::{deserialize_map, serialize_map};
+
 /// A host status other than Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status(pub u32);
@@ -32,8 +34,10 @@ const NOT_FOUND: u32 = 1;
 
 pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
+pub const CALL_RESPONSE_HEADERS: u32 = 6;
 pub const REQUEST_BODY: u32 = 0;
 pub const RESPONSE_BODY: u32 = 1;
+pub const CALL_RESPONSE_BODY: u32 = 4;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 
 // Same imports as the SDK declares, with plain integer statuses so that an unexpected value
@@ -58,6 +62,8 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(ret_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer: u32,
         start: usize,
@@ -157,6 +163,27 @@ pub fn remove_header(map: u32, name: &str) -> Result<(), Status> {
     check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
 }
 
+/// Every header of a map, in order.
+pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host writes to live locals.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    Ok(take(status, data, size)?
+        .map(|bytes| deserialize_map(&bytes))
+        .unwrap_or_default())
+}
+
+/// The host's wall clock, in nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    let mut t = 0u64;
+    // SAFETY: the host writes one u64 to a live local.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut t) } {
+        OK => t,
+        _ => 0,
+    }
+}
+
 pub fn buffer(buffer: u32, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, Status> {
     let mut data = null_mut();
     let mut size = 0;
@@ -199,27 +226,4 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
     // SAFETY: pointers and lengths describe live buffers.
     check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
-}
-
-/// The ABI's header map encoding: count, (name length, value length) pairs, then each name
-/// and value followed by a NUL byte.
-fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + map
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut bytes = Vec::with_capacity(size);
-    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    bytes.extend_from_slice(&len32(map.len()));
-    for (name, value) in map {
-        bytes.extend_from_slice(&len32(name.len()));
-        bytes.extend_from_slice(&len32(value.len()));
-    }
-    for (name, value) in map {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
-        bytes.push(0);
-    }
-    bytes
 }

@@ -1,15 +1,22 @@
 //! The per-request context: reads what each phase offers, asks `flow` what to do, and applies
-//! the answer with non-panicking host calls.
+//! the answer with non-panicking host calls. The first attempt goes through the route;
+//! fallbacks are callouts whose answer replaces the failed one.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi::{self, Status};
-use crate::config::Config;
+use super::Shared;
+use crate::balancer::key::{self, RequestAttrs};
+use crate::balancer::{hash_bytes, Algorithm};
+use crate::config::{Config, Instance};
 use crate::error::ProxyError;
-use crate::flow::{self, Plan, RequestHead};
+use crate::fallback::{self, Failure, GiveUp};
+use crate::flow::{self, RequestHead};
+use crate::provider::shape::{ClientRequest, Upstream};
 
 /// The client's Envoy-specific timeout headers would override the filter's.
 const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
@@ -20,8 +27,10 @@ enum State {
     Start,
     /// Headers accepted and paused; buffering the body.
     AwaitingBody,
-    /// The request went upstream.
-    Forwarded,
+    /// The request went upstream through the route, to this instance.
+    Forwarded(usize),
+    /// A fallback callout to this instance is under way; the failed answer is held.
+    FallingBack(usize),
     /// The filter answered the client itself.
     Replied,
     /// Envoy answered for the upstream (timeout, refused connection): the plain-text body is
@@ -29,63 +38,220 @@ enum State {
     RewritingLocalReply(ProxyError),
 }
 
+/// What a fallback needs from the original request. Kept only when the configuration can
+/// retry an answer.
+struct Retry {
+    body: Vec<u8>,
+    client_headers: Vec<(String, String)>,
+    tried: Vec<bool>,
+    failures: Vec<Failure>,
+    attempt_started_ns: u64,
+}
+
 pub struct Filter {
     id: u32,
-    config: Option<Rc<Config>>,
+    shared: Option<Rc<Shared>>,
     state: State,
+    /// Consistent-hashing key hash of this request (0 for round robin).
+    hash: u64,
+    /// Client headers, captured before any change, when a fallback may need them.
+    client_headers: Vec<(String, String)>,
+    retry: Option<Retry>,
 }
 
 impl Filter {
-    pub fn new(id: u32, config: Option<Rc<Config>>) -> Filter {
+    pub fn new(id: u32, shared: Option<Rc<Shared>>) -> Filter {
         Filter {
             id,
-            config,
+            shared,
             state: State::Start,
+            hash: 0,
+            client_headers: Vec::new(),
+            retry: None,
         }
     }
 
     fn reply(&mut self, err: &ProxyError) -> Action {
-        self.state = State::Replied;
         log::debug!("[{}] answering {} ({})", self.id, err.status(), err.code());
         let mut headers = vec![("content-type", "application/json")];
         headers.extend(err.headers());
-        if let Err(s) = abi::send_response(err.status(), &headers, &err.body()) {
-            log::warn!(
-                "[{}] could not send the {} reply: {s}",
-                self.id,
-                err.status()
-            );
-        }
+        self.send(err.status(), &headers, &err.body());
         Action::Pause
     }
 
-    /// The whole body is buffered: plan the upstream request and apply it.
-    fn forward(&mut self, config: &Config, body_size: usize) -> Action {
+    /// Sends a local reply. The state changes first: the reply passes through this
+    /// filter's response callbacks too.
+    fn send(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        self.state = State::Replied;
+        if let Err(s) = abi::send_response(status, headers, body) {
+            log::warn!("[{}] could not send the {status} reply: {s}", self.id);
+        }
+    }
+
+    /// The whole body is buffered: pick an instance, shape the request, send it on.
+    fn forward(&mut self, shared: &Shared, body_size: usize) -> Action {
+        let config = &shared.config;
         let body = match abi::buffer(abi::REQUEST_BODY, 0, body_size) {
             Ok(b) => b.unwrap_or_default(),
             Err(s) => return self.reply(&internal("read the request body", s)),
         };
-        let plan = match flow::plan(config, &body) {
-            Ok(p) => p,
-            Err(e) => return self.reply(&e),
+        let tried = vec![false; config.instances.len()];
+        let planned = flow::read_request(&body).and_then(|req| {
+            let index =
+                shared.with_rr(|rr| flow::pick(config, rr, self.hash, &tried, req.client.kind))?;
+            let (instance, up) = flow::shape_for(config, index, &req)?;
+            apply(config, &up, body.len())?;
+            record(&req.client, instance, &up, 1, "");
+            log::debug!(
+                "[{}] {} request to instance {} (cluster {})",
+                self.id,
+                req.client.kind.name(),
+                instance.name,
+                up.cluster
+            );
+            Ok(index)
+        });
+        let index = match planned {
+            Ok(i) => i,
+            Err(e) => {
+                if matches!(e, ProxyError::Internal(_)) {
+                    log::error!("[{}] {}", self.id, e.message());
+                }
+                return self.reply(&e);
+            }
         };
-        if let Err(e) = apply(config, &plan, body.len()) {
-            log::error!("[{}] {}", self.id, e.message());
-            return self.reply(&e);
+        if config.fallback.retries_answers() && config.instances.len() > 1 {
+            self.retry = Some(Retry {
+                body,
+                client_headers: std::mem::take(&mut self.client_headers),
+                tried,
+                failures: Vec::new(),
+                attempt_started_ns: abi::now_ns(),
+            });
         }
-        log::debug!(
-            "[{}] {} request to instance {} (cluster {}, {}{})",
-            self.id,
-            plan.client.kind.name(),
-            plan.instance.name,
-            plan.upstream.cluster,
-            plan.upstream.authority,
-            plan.upstream.path.split('?').next().unwrap_or(""),
-        );
-        record(&plan);
-        self.state = State::Forwarded;
+        self.state = State::Forwarded(index);
         Action::Continue
     }
+
+    /// Records a failed attempt and starts the next one if the policy and the instances
+    /// allow. Returns whether a callout is now under way.
+    fn try_next(&mut self, shared: &Shared, failure: Failure) -> bool {
+        let Some(mut retry) = self.retry.take() else {
+            return false;
+        };
+        let next = self.start_next(shared, &mut retry, failure);
+        self.retry = Some(retry);
+        match next {
+            Some(index) => {
+                self.state = State::FallingBack(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start_next(&self, shared: &Shared, retry: &mut Retry, failure: Failure) -> Option<usize> {
+        let config = &shared.config;
+        let now = abi::now_ns();
+        let attempt_ms = now.saturating_sub(retry.attempt_started_ns) / 1_000_000;
+        if let Some(t) = retry.tried.get_mut(failure.instance) {
+            *t = true;
+        }
+        log::debug!(
+            "[{}] instance {} failed ({}) after {attempt_ms} ms",
+            self.id,
+            failure.instance,
+            failure.reason
+        );
+        retry.failures.push(failure);
+        let req = flow::read_request(&retry.body).ok()?;
+        let mut retries_done =
+            u32::try_from(retry.failures.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let mut may = config.fallback.may_retry(retries_done, attempt_ms);
+        while may {
+            let index = shared
+                .with_rr(|rr| flow::pick(config, rr, self.hash, &retry.tried, req.client.kind))
+                .ok()?;
+            let (instance, up) = flow::shape_for(config, index, &req).ok()?;
+            let body = up
+                .body
+                .as_deref()
+                .map_or(retry.body.as_slice(), str::as_bytes);
+            let headers = flow::callout_headers(config, &up, &retry.client_headers, body.len());
+            let header_refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let timeout = Duration::from_millis(config.timeout_ms);
+            // Through the SDK, which must register the token to route the answer here; it
+            // returns Envoy's failures for callouts (BadArgument, InternalFailure) as values.
+            match self.dispatch_http_call(up.cluster, header_refs, Some(body), vec![], timeout) {
+                Ok(_) => {
+                    retry.attempt_started_ns = now;
+                    log::debug!("[{}] falling back to instance {}", self.id, instance.name);
+                    return Some(index);
+                }
+                Err(s) => {
+                    log::warn!(
+                        "[{}] cannot call cluster {} of instance {}: {s:?}",
+                        self.id,
+                        up.cluster,
+                        instance.name
+                    );
+                    if let Some(t) = retry.tried.get_mut(index) {
+                        *t = true;
+                    }
+                    retry.failures.push(Failure {
+                        instance: index,
+                        status: 503,
+                        retry_after: None,
+                        reason: "callout_failed".into(),
+                    });
+                    retries_done = retries_done.saturating_add(1);
+                    may = config.fallback.may_retry(retries_done, 0);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every attempt failed and no other may be made: 429 if all said 429, else 502 with
+    /// the last answer.
+    fn give_up(&mut self, last_headers: &[(String, String)], last_body: &[u8]) {
+        let Some(retry) = self.retry.as_ref() else {
+            return;
+        };
+        let attempts = retry.failures.len();
+        let reasons = reasons(&retry.failures);
+        set_state_value("llm_attempts", &attempts.to_string());
+        set_state_value("llm_fallback_reason", &reasons);
+        match fallback::give_up(&retry.failures) {
+            GiveUp::AllRateLimited { retry_after } => {
+                let ra = retry_after.map(|s| s.to_string());
+                let mut headers = vec![("content-type", "application/json")];
+                if let Some(ra) = ra.as_deref() {
+                    headers.push(("retry-after", ra));
+                }
+                self.send(429, &headers, &fallback::all_rate_limited_body(attempts));
+            }
+            GiveUp::BadGateway => {
+                let headers: Vec<(&str, &str)> = last_headers
+                    .iter()
+                    .filter(|(n, _)| n == "content-type")
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                self.send(502, &headers, last_body);
+            }
+        }
+    }
+}
+
+fn reasons(failures: &[Failure]) -> String {
+    failures
+        .iter()
+        .map(|f| f.reason.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn internal(what: &str, status: Status) -> ProxyError {
@@ -104,8 +270,7 @@ fn remove_request_header(name: &str) -> Result<(), ProxyError> {
 
 /// Rewrites the paused request for its upstream. Any failure stops the request: a request
 /// half-shaped (say, without its routing header) must not go out.
-fn apply(config: &Config, plan: &Plan<'_>, body_size: usize) -> Result<(), ProxyError> {
-    let up = &plan.upstream;
+fn apply(config: &Config, up: &Upstream<'_>, body_size: usize) -> Result<(), ProxyError> {
     set_request_header(&config.cluster_header, up.cluster)?;
     set_request_header(":authority", up.authority)?;
     set_request_header(":path", up.path)?;
@@ -131,38 +296,136 @@ fn apply(config: &Config, plan: &Plan<'_>, body_size: usize) -> Result<(), Proxy
     Ok(())
 }
 
-/// Filter state for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`). Best effort: a
-/// failure here must not fail the request.
-fn record(plan: &Plan<'_>) {
-    let request_type = if plan.upstream.stream {
-        "ai_stream"
-    } else {
-        "ai_chat"
-    };
-    let values = [
-        ("request_type", request_type),
-        (
-            "request_llm_model",
-            plan.client.model.as_deref().unwrap_or(""),
-        ),
-        ("llm_model", plan.upstream.model.as_deref().unwrap_or("")),
-        ("llm_instance", plan.instance.name.as_str()),
-        ("llm_provider", plan.instance.provider.name()),
-    ];
-    for (name, value) in values {
-        if let Err(s) = abi::set_property(name, value.as_bytes()) {
-            log::debug!("could not set filter state {name}: {s}");
-        }
+/// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`). Best effort:
+/// a failure here must not fail the request.
+fn set_state_value(name: &str, value: &str) {
+    if let Err(s) = abi::set_property(name, value.as_bytes()) {
+        log::debug!("could not set filter state {name}: {s}");
     }
 }
 
-impl Context for Filter {}
+/// The access-log values of the attempt that serves the client.
+fn record(
+    client: &ClientRequest,
+    instance: &Instance,
+    up: &Upstream<'_>,
+    attempts: usize,
+    fallback_reason: &str,
+) {
+    let request_type = if up.stream { "ai_stream" } else { "ai_chat" };
+    set_state_value("request_type", request_type);
+    set_state_value("request_llm_model", client.model.as_deref().unwrap_or(""));
+    set_state_value("llm_model", up.model.as_deref().unwrap_or(""));
+    set_state_value("llm_instance", &instance.name);
+    set_state_value("llm_provider", instance.provider.name());
+    set_state_value("llm_attempts", &attempts.to_string());
+    if !fallback_reason.is_empty() {
+        set_state_value("llm_fallback_reason", fallback_reason);
+    }
+}
+
+/// Request attributes for the consistent-hashing key, read from the paused request.
+struct HostAttrs;
+
+impl RequestAttrs for HostAttrs {
+    fn header(&self, name: &str) -> Option<String> {
+        abi::header(abi::REQUEST_HEADERS, name).ok().flatten()
+    }
+
+    fn source_address(&self) -> Option<String> {
+        abi::property(&["source", "address"])
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+fn response_status(map: u32) -> u32 {
+    abi::header(map, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+impl Context for Filter {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let State::FallingBack(index) = self.state else {
+            return;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let headers = abi::headers(abi::CALL_RESPONSE_HEADERS).unwrap_or_default();
+        let body = abi::buffer(abi::CALL_RESPONSE_BODY, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let status = header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        // Envoy answers a callout it could not complete with 503 (reset) or 504 (timeout).
+        let failed = status == 0 || shared.config.fallback.is_retriable(status);
+        if failed {
+            let details = if status == 504 && body.starts_with(b"upstream request timeout") {
+                Some("response_timeout")
+            } else {
+                None
+            };
+            let failure = Failure {
+                instance: index,
+                status,
+                retry_after: header("retry-after").and_then(fallback::retry_after_secs),
+                reason: fallback::reason(status, details),
+            };
+            if self.try_next(&shared, failure) {
+                return;
+            }
+            self.give_up(&headers, &body);
+            return;
+        }
+
+        // Served: the client gets this answer in place of the failed one.
+        if let Some(retry) = self.retry.as_ref() {
+            if let Ok(req) = flow::read_request(&retry.body) {
+                if let Ok((instance, up)) = flow::shape_for(&shared.config, index, &req) {
+                    record(
+                        &req.client,
+                        instance,
+                        &up,
+                        retry.failures.len() + 1,
+                        &reasons(&retry.failures),
+                    );
+                }
+            }
+        }
+        let replay: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(n, _)| flow::replayable_response_header(n))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.send(status, &replay, &body);
+    }
+}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(config) = self.config.clone() else {
+        let Some(shared) = self.shared.clone() else {
             return self.reply(&ProxyError::NotConfigured);
         };
+        let config = &shared.config;
         // A client must never choose the cluster: drop its routing header before anything.
         if let Err(e) = remove_request_header(&config.cluster_header) {
             log::error!("[{}] {}", self.id, e.message());
@@ -180,31 +443,39 @@ impl HttpContext for Filter {
             content_length: content_length.as_deref(),
             end_of_stream,
         };
-        match flow::check_head(&config, &head) {
-            Ok(()) => {
-                // Routing is decided from the body: hold the headers (this needs
-                // `allow_on_headers_stop_iteration: true` in the Wasm filter config).
-                self.state = State::AwaitingBody;
-                Action::Pause
-            }
-            Err(e) => self.reply(&e),
+        if let Err(e) = flow::check_head(config, &head) {
+            return self.reply(&e);
         }
+        if let (Algorithm::ConsistentHash, Some(source)) =
+            (config.balancer.algorithm(), config.hash_key.as_ref())
+        {
+            let key = key::resolve(source, &HostAttrs, &config.consumer_header);
+            self.hash = hash_bytes(key.as_bytes());
+        }
+        if config.fallback.retries_answers() && config.instances.len() > 1 {
+            // As the client sent them: a fallback must not inherit the first instance's edits.
+            self.client_headers = abi::headers(abi::REQUEST_HEADERS).unwrap_or_default();
+        }
+        // Routing is decided from the body: hold the headers (this needs
+        // `allow_on_headers_stop_iteration: true` in the Wasm filter config).
+        self.state = State::AwaitingBody;
+        Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !matches!(self.state, State::AwaitingBody) {
             return Action::Continue;
         }
-        let Some(config) = self.config.clone() else {
+        let Some(shared) = self.shared.clone() else {
             return self.reply(&ProxyError::NotConfigured);
         };
-        if let Err(e) = flow::check_body_size(&config, body_size) {
+        if let Err(e) = flow::check_body_size(&shared.config, body_size) {
             return self.reply(&e);
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        self.forward(&config, body_size)
+        self.forward(&shared, body_size)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -212,36 +483,56 @@ impl HttpContext for Filter {
         if !matches!(self.state, State::AwaitingBody) {
             return Action::Continue;
         }
-        let Some(config) = self.config.clone() else {
+        let Some(shared) = self.shared.clone() else {
             return self.reply(&ProxyError::NotConfigured);
         };
         let size = match abi::buffer(abi::REQUEST_BODY, 0, usize::MAX) {
             Ok(b) => b.map_or(0, |b| b.len()),
             Err(s) => return self.reply(&internal("read the request body", s)),
         };
-        if let Err(e) = flow::check_body_size(&config, size) {
+        if let Err(e) = flow::check_body_size(&shared.config, size) {
             return self.reply(&e);
         }
-        self.forward(&config, size)
+        self.forward(&shared, size)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.state, State::Forwarded) || end_of_stream {
+        let State::Forwarded(index) = self.state else {
             return Action::Continue;
-        }
-        let status = abi::header(abi::RESPONSE_HEADERS, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
-        if status < 500 {
-            return Action::Continue;
-        }
-        let details = match abi::property(&["response", "code_details"]) {
-            Ok(Some(d)) => String::from_utf8_lossy(&d).into_owned(),
-            _ => return Action::Continue,
         };
-        if let Some(err) = flow::local_reply_error(&details) {
+        let status = response_status(abi::RESPONSE_HEADERS);
+        let details = if status >= 500 {
+            abi::property(&["response", "code_details"])
+                .ok()
+                .flatten()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+        } else {
+            None
+        };
+
+        if let Some(shared) = self.shared.clone() {
+            if self.retry.is_some() && shared.config.fallback.is_retriable(status) {
+                let retry_after = abi::header(abi::RESPONSE_HEADERS, "retry-after")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| fallback::retry_after_secs(&v));
+                let failure = Failure {
+                    instance: index,
+                    status,
+                    retry_after,
+                    reason: fallback::reason(status, details.as_deref()),
+                };
+                if self.try_next(&shared, failure) {
+                    // Hold the failed answer; the callout's answer replaces it.
+                    return Action::Pause;
+                }
+            }
+        }
+
+        if end_of_stream {
+            return Action::Continue;
+        }
+        if let Some(err) = details.as_deref().and_then(flow::local_reply_error) {
             let rewritten =
                 abi::set_header(abi::RESPONSE_HEADERS, "content-type", "application/json")
                     .and_then(|()| abi::remove_header(abi::RESPONSE_HEADERS, "content-length"));
@@ -254,16 +545,20 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let State::RewritingLocalReply(err) = &self.state else {
-            return Action::Continue;
-        };
-        if !end_of_stream {
-            return Action::Pause;
+        match &self.state {
+            // The failed answer must stay held until the callout's answer replaces it.
+            State::FallingBack(_) => Action::Pause,
+            State::RewritingLocalReply(err) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                if let Err(s) = abi::set_buffer(abi::RESPONSE_BODY, 0, body_size, &err.body()) {
+                    log::debug!("[{}] local reply body left as is: {s}", self.id);
+                }
+                self.state = State::Replied;
+                Action::Continue
+            }
+            _ => Action::Continue,
         }
-        if let Err(s) = abi::set_buffer(abi::RESPONSE_BODY, 0, body_size, &err.body()) {
-            log::debug!("[{}] local reply body left as is: {s}", self.id);
-        }
-        self.state = State::Replied;
-        Action::Continue
     }
 }

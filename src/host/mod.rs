@@ -4,12 +4,31 @@
 mod abi;
 mod http;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::balancer::RoundRobin;
 use crate::config::{self, Config};
+
+/// What every request of this VM shares: the configuration, and this worker's round-robin
+/// position (one VM per worker thread, so no locking).
+pub struct Shared {
+    pub config: Config,
+    rr: Cell<RoundRobin>,
+}
+
+impl Shared {
+    /// Runs `f` with the round-robin state (taken out and put back: no borrow can fail).
+    pub fn with_rr<T>(&self, f: impl FnOnce(&mut RoundRobin) -> T) -> T {
+        let mut rr = self.rr.take();
+        let out = f(&mut rr);
+        self.rr.set(rr);
+        out
+    }
+}
 
 proxy_wasm::main! {{
     init_logging();
@@ -67,7 +86,7 @@ fn sync_log_level() {
 }
 
 struct Root {
-    config: Option<Rc<Config>>,
+    config: Option<Rc<Shared>>,
 }
 
 impl Context for Root {}
@@ -93,7 +112,10 @@ impl RootContext for Root {
                     "envoy-ai-proxy: configured with {} instance(s)",
                     c.instances.len()
                 );
-                self.config = Some(Rc::new(c));
+                self.config = Some(Rc::new(Shared {
+                    config: c,
+                    rr: Cell::new(RoundRobin::default()),
+                }));
                 true
             }
             Err(e) => {
