@@ -8,6 +8,9 @@
 //! - `balancer`: priority groups, weighted round robin, consistent hashing.
 //! - `fallback`: which failed answers go to the next instance, and the final answer.
 //! - `flow`: the per-request decisions, phase by phase.
+//! - `metrics`: metric names (instance and model as tags) and their registry.
+//! - `sse`: server-sent events framed across chunk boundaries.
+//! - `usage`: token usage and the reported model, read from responses as they pass.
 //! - `wire`: the proxy-wasm header map encoding.
 //! - `error`: the errors the filter answers itself (OpenAI-style JSON).
 //! - `host` (wasm32 only): the proxy-wasm contexts, the only code making host calls.
@@ -32,7 +35,10 @@ pub mod config;
 pub mod error;
 pub mod fallback;
 pub mod flow;
+pub mod metrics;
 pub mod provider;
+pub mod sse;
+pub mod usage;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]

@@ -52,6 +52,16 @@ pub struct Config {
     pub cluster_header: String,
     /// Lower-cased name of the header that carries the consumer name.
     pub consumer_header: String,
+    pub logging: Logging,
+}
+
+/// `logging`: what the filter writes to Envoy's log per request (at info level).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Logging {
+    /// One JSON line: model, instance, status, duration, time to first token, tokens.
+    pub summaries: bool,
+    /// The request's messages (or input) and the response text.
+    pub payloads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +299,13 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         max_req_body_size,
         cluster_header,
         consumer_header,
+        logging: raw
+            .logging
+            .map(|l| Logging {
+                summaries: l.summaries.unwrap_or(false),
+                payloads: l.payloads.unwrap_or(false),
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub max_retries: Option<u32>,
     pub retry_on_failure_within_ms: Option<u64>,
     pub consumer_header: Option<String>,
+    pub logging: Option<RawLogging>,
 
     // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
     // are recognised only to be refused with a pointer to the Envoy equivalent.
@@ -79,4 +80,11 @@ pub struct RawBalancer {
 pub enum RawFallbackStrategy {
     One(String),
     Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub summaries: Option<bool>,
+    pub payloads: Option<bool>,
 }

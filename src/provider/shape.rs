@@ -49,6 +49,9 @@ pub struct Upstream<'c> {
     pub body: Option<String>,
     /// Whether the upstream will stream (the client's choice, unless `options` sets it).
     pub stream: bool,
+    /// The filter added `stream_options.include_usage` (to count tokens): the usage-only
+    /// event must not reach a client that did not ask for it.
+    pub drop_usage_event: bool,
     /// The model the upstream is asked for (configured, else the client's).
     pub model: Option<String>,
 }
@@ -81,12 +84,26 @@ pub fn shape<'c>(
         Some(v) => serde_json::from_str::<String>(v).ok(),
         None => client.model.clone(),
     };
-    let new_body = body.patch(
-        instance
-            .options
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    // A stream reports usage only when asked: ask, keeping the client's (or the
+    // configuration's) other stream options, and remember whether the client asked itself.
+    let mut usage_edit = None;
+    if stream {
+        let base = option("stream_options").or_else(|| body.raw("stream_options"));
+        let mut map: serde_json::Map<String, serde_json::Value> = base
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        if map.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
+            map.insert("include_usage".into(), serde_json::Value::Bool(true));
+            usage_edit = Some(serde_json::Value::Object(map).to_string());
+        }
+    }
+    let edits = instance
+        .options
+        .iter()
+        .filter(|(k, _)| usage_edit.is_none() || k != "stream_options")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(usage_edit.as_deref().map(|v| ("stream_options", v)));
+    let new_body = body.patch(edits);
 
     Ok(Upstream {
         cluster: &instance.cluster,
@@ -96,6 +113,7 @@ pub fn shape<'c>(
         drop_client_authorization: instance.has_auth,
         body: new_body,
         stream,
+        drop_usage_event: usage_edit.is_some(),
         model,
     })
 }
@@ -200,6 +218,52 @@ mod tests {
         )
         .unwrap();
         assert!(up.stream);
+    }
+
+    #[test]
+    fn streams_ask_for_usage_keeping_other_stream_options() {
+        let sent =
+            |up: &Upstream| -> Value { serde_json::from_str(up.body.as_deref().unwrap()).unwrap() };
+        let (_, up) = run(
+            json!({"provider": "openai"}),
+            r#"{"messages":[],"stream":true}"#,
+        )
+        .unwrap();
+        assert_eq!(sent(&up)["stream_options"], json!({"include_usage": true}));
+        assert!(up.drop_usage_event);
+
+        let (_, up) = run(
+            json!({"provider": "openai"}),
+            r#"{"messages":[],"stream":true,"stream_options":{"x":1,"include_usage":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sent(&up)["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+        assert!(up.drop_usage_event);
+
+        // The client asked itself: nothing to change, nothing to drop.
+        let body = r#"{"messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
+        let (_, up) = run(json!({"provider": "openai"}), body).unwrap();
+        assert_eq!(up.body, None);
+        assert!(!up.drop_usage_event);
+
+        // Configured stream options win, and still get include_usage.
+        let (_, up) = run(
+            json!({"provider": "openai", "options": {"stream_options": {"y": 2}, "model": "m"}}),
+            r#"{"messages":[],"stream":true,"stream_options":{"x":1}}"#,
+        )
+        .unwrap();
+        let v = sent(&up);
+        assert_eq!(v["stream_options"], json!({"y": 2, "include_usage": true}));
+        assert_eq!(v["model"], "m");
+        assert!(up.drop_usage_event);
+
+        // Not streaming: untouched.
+        let (_, up) = run(json!({"provider": "openai"}), r#"{"messages":[]}"#).unwrap();
+        assert_eq!(up.body, None);
+        assert!(!up.drop_usage_event);
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! Metric names and their registry. Instance, model and kind ride in the Envoy stat name
+//! (`aiproxy.instance.<i>.model.<m>....`) and become Prometheus labels through the
+//! bootstrap's `stats_tags`. Each metric is defined once per VM; its id is cached here.
+
+use std::collections::HashMap;
+
+/// Distinct model labels per VM; beyond it, models count as `other` (a client-chosen model
+/// name must not grow the stats without bound).
+pub const MAX_MODELS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Counter,
+    Histogram,
+}
+
+/// A label value safe inside a stat name: `[A-Za-z0-9_-]`, everything else `_`.
+pub fn label(value: &str) -> String {
+    if value.is_empty() {
+        return "unknown".into();
+    }
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn status_class(status: u32) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Stat names, from label values already passed through [`label`].
+pub mod name {
+    pub fn requests(instance: &str, model: &str, class: &str) -> String {
+        format!("aiproxy.instance.{instance}.model.{model}.status_class.{class}.requests_total")
+    }
+    pub fn tokens(instance: &str, model: &str, token_type: &str) -> String {
+        format!("aiproxy.instance.{instance}.model.{model}.token_type.{token_type}.tokens_total")
+    }
+    pub fn time_to_first_token(instance: &str, model: &str) -> String {
+        format!("aiproxy.instance.{instance}.model.{model}.time_to_first_token_ms")
+    }
+    pub fn upstream_duration(instance: &str, model: &str) -> String {
+        format!("aiproxy.instance.{instance}.model.{model}.upstream_duration_ms")
+    }
+    pub fn fallbacks(instance: &str, reason: &str) -> String {
+        format!("aiproxy.instance.{instance}.reason.{reason}.fallbacks_total")
+    }
+}
+
+/// Metric ids by name, and the model labels in use.
+#[derive(Debug, Default)]
+pub struct Registry {
+    ids: HashMap<String, u32>,
+    models: HashMap<String, String>,
+}
+
+impl Registry {
+    /// The label for a model: itself (sanitised) for the first [`MAX_MODELS`], then `other`.
+    pub fn model(&mut self, model: &str) -> String {
+        if let Some(l) = self.models.get(model) {
+            return l.clone();
+        }
+        if self.models.len() >= MAX_MODELS {
+            return "other".into();
+        }
+        let l = label(model);
+        self.models.insert(model.to_string(), l.clone());
+        l
+    }
+
+    /// The id of metric `name`, defining it with `define` the first time.
+    pub fn id(&mut self, name: &str, define: impl FnOnce(&str) -> Option<u32>) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
+            return Some(*id);
+        }
+        let id = define(name)?;
+        self.ids.insert(name.to_string(), id);
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_stat_name_safe() {
+        assert_eq!(label("gpt-4.1-mini"), "gpt-4_1-mini");
+        assert_eq!(label("openai/gpt-4o:free"), "openai_gpt-4o_free");
+        assert_eq!(label(""), "unknown");
+        assert_eq!(
+            name::requests("a", "m", "2xx"),
+            "aiproxy.instance.a.model.m.status_class.2xx.requests_total"
+        );
+    }
+
+    #[test]
+    fn defines_once_and_caps_models() {
+        let mut r = Registry::default();
+        let mut defined = 0;
+        for _ in 0..3 {
+            let id = r.id("x", |_| {
+                defined += 1;
+                Some(7)
+            });
+            assert_eq!(id, Some(7));
+        }
+        assert_eq!(defined, 1);
+        // A failed definition is retried next time.
+        assert_eq!(r.id("y", |_| None), None);
+        assert_eq!(r.id("y", |_| Some(8)), Some(8));
+
+        for i in 0..MAX_MODELS {
+            assert_eq!(r.model(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(r.model("one-too-many"), "other");
+        assert_eq!(r.model("m3"), "m3");
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(504), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
+}
