@@ -165,6 +165,8 @@ impl Reply {
 
 #[derive(Default)]
 struct State {
+    /// When each paced body chunk was handed to the connection.
+    sent: Vec<std::time::Instant>,
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
     default: Reply,
@@ -195,6 +197,8 @@ impl MockLlm {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Like real providers: no Nagle delay on small SSE writes.
+                let _ = stream.set_nodelay(true);
                 let m = server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -234,6 +238,11 @@ impl MockLlm {
 
     pub fn last(&self) -> Option<Recorded> {
         self.lock().requests.last().cloned()
+    }
+
+    /// When each paced (streamed) body chunk was written, in order.
+    pub fn sent_times(&self) -> Vec<std::time::Instant> {
+        self.lock().sent.clone()
     }
 
     pub fn clear(&self) {
@@ -286,7 +295,7 @@ impl MockLlm {
         if reply.drop_connection {
             return Err(std::io::Error::other("mock: dropping the connection"));
         }
-        Ok(respond(&reply, &recorded))
+        Ok(respond(&reply, &recorded, self.state.clone()))
     }
 }
 
@@ -312,7 +321,11 @@ fn steer_from_headers(mut reply: Reply, req: &Recorded) -> Reply {
     reply
 }
 
-fn respond(reply: &Reply, req: &Recorded) -> Response<BoxBody<Bytes, Infallible>> {
+fn respond(
+    reply: &Reply,
+    req: &Recorded,
+    state: Arc<Mutex<State>>,
+) -> Response<BoxBody<Bytes, Infallible>> {
     let mut builder = Response::builder().status(reply.status);
     let body: BoxBody<Bytes, Infallible> = match &reply.body {
         Body::Json(v) => {
@@ -332,7 +345,7 @@ fn respond(reply: &Reply, req: &Recorded) -> Response<BoxBody<Bytes, Infallible>
             interval,
         } => {
             builder = builder.header("content-type", content_type.as_str());
-            paced(chunks.clone(), *interval)
+            paced(chunks.clone(), *interval, state)
         }
         Body::Auto => {
             let asked = req.json();
@@ -345,7 +358,11 @@ fn respond(reply: &Reply, req: &Recorded) -> Response<BoxBody<Bytes, Infallible>
                     .header("content-type", "text/event-stream")
                     .header("cache-control", "no-cache");
                 let include_usage = asked["stream_options"]["include_usage"] == json!(true);
-                paced(sse_events(&model, reply, include_usage), reply.interval)
+                paced(
+                    sse_events(&model, reply, include_usage),
+                    reply.interval,
+                    state,
+                )
             } else {
                 builder = builder.header("content-type", "application/json");
                 Full::new(Bytes::from(chat(&model, reply).to_string())).boxed()
@@ -360,12 +377,19 @@ fn respond(reply: &Reply, req: &Recorded) -> Response<BoxBody<Bytes, Infallible>
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn paced(chunks: Vec<Bytes>, interval: Duration) -> BoxBody<Bytes, Infallible> {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+fn paced(
+    chunks: Vec<Bytes>,
+    interval: Duration,
+    state: Arc<Mutex<State>>,
+) -> BoxBody<Bytes, Infallible> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
+            }
+            if let Ok(mut st) = state.lock() {
+                st.sent.push(std::time::Instant::now());
             }
             if tx.send(Ok(Frame::data(chunk))).await.is_err() {
                 return;

@@ -64,6 +64,9 @@ extern "C" {
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
     fn proxy_get_current_time_nanoseconds(ret_time: *mut u64) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer: u32,
         start: usize,
@@ -172,6 +175,30 @@ pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
     Ok(take(status, data, size)?
         .map(|bytes| deserialize_map(&bytes))
         .unwrap_or_default())
+}
+
+pub const METRIC_COUNTER: u32 = 0;
+pub const METRIC_HISTOGRAM: u32 = 2;
+
+pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: pointer and length describe a live string; the host writes one u32.
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, by: u64) -> Result<(), Status> {
+    // Envoy refuses increments <= 0.
+    if by == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain values.
+    check(unsafe { proxy_increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: plain values.
+    check(unsafe { proxy_record_metric(id, value) })
 }
 
 /// The host's wall clock, in nanoseconds since the epoch.

@@ -9,14 +9,16 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi::{self, Status};
-use super::Shared;
+use super::account::{request_payload, set_state_value, Accounting, Answer};
+use super::{count, Shared};
 use crate::balancer::key::{self, RequestAttrs};
 use crate::balancer::{hash_bytes, Algorithm};
-use crate::config::{Config, Instance};
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::fallback::{self, Failure, GiveUp};
 use crate::flow::{self, RequestHead};
-use crate::provider::shape::{ClientRequest, Upstream};
+use crate::metrics::{self, name};
+use crate::provider::shape::Upstream;
 
 /// The client's Envoy-specific timeout headers would override the filter's.
 const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
@@ -45,6 +47,8 @@ struct Retry {
     client_headers: Vec<(String, String)>,
     tried: Vec<bool>,
     failures: Vec<Failure>,
+    /// Failures already counted in the fallback metric.
+    counted: usize,
     attempt_started_ns: u64,
 }
 
@@ -57,6 +61,7 @@ pub struct Filter {
     /// Client headers, captured before any change, when a fallback may need them.
     client_headers: Vec<(String, String)>,
     retry: Option<Retry>,
+    acct: Accounting,
 }
 
 impl Filter {
@@ -68,6 +73,7 @@ impl Filter {
             hash: 0,
             client_headers: Vec::new(),
             retry: None,
+            acct: Accounting::default(),
         }
     }
 
@@ -83,6 +89,7 @@ impl Filter {
     /// filter's response callbacks too.
     fn send(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
         self.state = State::Replied;
+        self.acct.status = status;
         if let Err(s) = abi::send_response(status, headers, body) {
             log::warn!("[{}] could not send the {status} reply: {s}", self.id);
         }
@@ -96,12 +103,12 @@ impl Filter {
             Err(s) => return self.reply(&internal("read the request body", s)),
         };
         let tried = vec![false; config.instances.len()];
+        let payloads = config.logging.payloads;
         let planned = flow::read_request(&body).and_then(|req| {
             let index =
                 shared.with_rr(|rr| flow::pick(config, rr, self.hash, &tried, req.client.kind))?;
             let (instance, up) = flow::shape_for(config, index, &req)?;
             apply(config, &up, body.len())?;
-            record(&req.client, instance, &up, 1, "");
             log::debug!(
                 "[{}] {} request to instance {} (cluster {})",
                 self.id,
@@ -109,10 +116,14 @@ impl Filter {
                 instance.name,
                 up.cluster
             );
-            Ok(index)
+            let answer = Answer::new(&req.client, instance, &up, 1, String::new());
+            let payload = payloads
+                .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
+                .flatten();
+            Ok((index, answer, payload))
         });
-        let index = match planned {
-            Ok(i) => i,
+        let (index, answer, payload) = match planned {
+            Ok(p) => p,
             Err(e) => {
                 if matches!(e, ProxyError::Internal(_)) {
                     log::error!("[{}] {}", self.id, e.message());
@@ -120,13 +131,20 @@ impl Filter {
                 return self.reply(&e);
             }
         };
+        answer.record_request();
+        self.acct.answer = Some(answer);
+        self.acct.request_payload = payload;
+        let now = abi::now_ns();
+        self.acct.first_sent_ns = now;
+        self.acct.sent_ns = now;
         if config.fallback.retries_answers() && config.instances.len() > 1 {
             self.retry = Some(Retry {
                 body,
                 client_headers: std::mem::take(&mut self.client_headers),
                 tried,
                 failures: Vec::new(),
-                attempt_started_ns: abi::now_ns(),
+                counted: 0,
+                attempt_started_ns: now,
             });
         }
         self.state = State::Forwarded(index);
@@ -189,6 +207,14 @@ impl Filter {
                 Ok(_) => {
                     retry.attempt_started_ns = now;
                     log::debug!("[{}] falling back to instance {}", self.id, instance.name);
+                    for f in retry.failures.iter().skip(retry.counted) {
+                        let failed = config.instances.get(f.instance).map_or("", |i| &i.name);
+                        count(
+                            &name::fallbacks(&metrics::label(failed), &metrics::label(&f.reason)),
+                            1,
+                        );
+                    }
+                    retry.counted = retry.failures.len();
                     return Some(index);
                 }
                 Err(s) => {
@@ -296,34 +322,6 @@ fn apply(config: &Config, up: &Upstream<'_>, body_size: usize) -> Result<(), Pro
     Ok(())
 }
 
-/// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`). Best effort:
-/// a failure here must not fail the request.
-fn set_state_value(name: &str, value: &str) {
-    if let Err(s) = abi::set_property(name, value.as_bytes()) {
-        log::debug!("could not set filter state {name}: {s}");
-    }
-}
-
-/// The access-log values of the attempt that serves the client.
-fn record(
-    client: &ClientRequest,
-    instance: &Instance,
-    up: &Upstream<'_>,
-    attempts: usize,
-    fallback_reason: &str,
-) {
-    let request_type = if up.stream { "ai_stream" } else { "ai_chat" };
-    set_state_value("request_type", request_type);
-    set_state_value("request_llm_model", client.model.as_deref().unwrap_or(""));
-    set_state_value("llm_model", up.model.as_deref().unwrap_or(""));
-    set_state_value("llm_instance", &instance.name);
-    set_state_value("llm_provider", instance.provider.name());
-    set_state_value("llm_attempts", &attempts.to_string());
-    if !fallback_reason.is_empty() {
-        set_state_value("llm_fallback_reason", fallback_reason);
-    }
-}
-
 /// Request attributes for the consistent-hashing key, read from the paused request.
 struct HostAttrs;
 
@@ -401,22 +399,32 @@ impl Context for Filter {
         if let Some(retry) = self.retry.as_ref() {
             if let Ok(req) = flow::read_request(&retry.body) {
                 if let Ok((instance, up)) = flow::shape_for(&shared.config, index, &req) {
-                    record(
+                    let answer = Answer::new(
                         &req.client,
                         instance,
                         &up,
                         retry.failures.len() + 1,
-                        &reasons(&retry.failures),
+                        reasons(&retry.failures),
                     );
+                    answer.record_request();
+                    self.acct.answer = Some(answer);
+                    self.acct.sent_ns = retry.attempt_started_ns;
                 }
             }
         }
+        self.acct.begin_response(
+            status,
+            header("content-type"),
+            shared.config.logging.payloads,
+        );
+        let out = self.acct.chunk(&body, true);
+        self.acct.complete();
         let replay: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(n, _)| flow::replayable_response_header(n))
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        self.send(status, &replay, &body);
+        self.send(status, &replay, out.as_deref().unwrap_or(&body));
     }
 }
 
@@ -426,6 +434,7 @@ impl HttpContext for Filter {
             return self.reply(&ProxyError::NotConfigured);
         };
         let config = &shared.config;
+        self.acct.started_ns = abi::now_ns();
         // A client must never choose the cluster: drop its routing header before anything.
         if let Err(e) = remove_request_header(&config.cluster_header) {
             log::error!("[{}] {}", self.id, e.message());
@@ -529,10 +538,13 @@ impl HttpContext for Filter {
             }
         }
 
-        if end_of_stream {
-            return Action::Continue;
-        }
         if let Some(err) = details.as_deref().and_then(flow::local_reply_error) {
+            // Envoy answered for the upstream: no tokens to read, the body is replaced.
+            self.acct.status = status;
+            if end_of_stream {
+                self.acct.complete();
+                return Action::Continue;
+            }
             let rewritten =
                 abi::set_header(abi::RESPONSE_HEADERS, "content-type", "application/json")
                     .and_then(|()| abi::remove_header(abi::RESPONSE_HEADERS, "content-length"));
@@ -540,6 +552,26 @@ impl HttpContext for Filter {
                 Ok(()) => self.state = State::RewritingLocalReply(err),
                 Err(s) => log::debug!("[{}] local reply left as is: {s}", self.id),
             }
+            return Action::Continue;
+        }
+
+        let payloads = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.config.logging.payloads);
+        let content_type = abi::header(abi::RESPONSE_HEADERS, "content-type")
+            .ok()
+            .flatten();
+        self.acct
+            .begin_response(status, content_type.as_deref(), payloads);
+        if self.acct.rewrites_body() {
+            // The usage-only event will be cut out: the length changes.
+            if let Err(s) = abi::remove_header(abi::RESPONSE_HEADERS, "content-length") {
+                log::debug!("[{}] content-length kept: {s}", self.id);
+            }
+        }
+        if end_of_stream {
+            self.acct.complete();
         }
         Action::Continue
     }
@@ -556,9 +588,37 @@ impl HttpContext for Filter {
                     log::debug!("[{}] local reply body left as is: {s}", self.id);
                 }
                 self.state = State::Replied;
+                self.acct.complete();
+                Action::Continue
+            }
+            State::Forwarded(_) => {
+                let chunk = match abi::buffer(abi::RESPONSE_BODY, 0, body_size) {
+                    Ok(c) => c.unwrap_or_default(),
+                    Err(s) => {
+                        log::debug!("[{}] response body not readable: {s}", self.id);
+                        Vec::new()
+                    }
+                };
+                if let Some(out) = self.acct.chunk(&chunk, end_of_stream) {
+                    if let Err(s) = abi::set_buffer(abi::RESPONSE_BODY, 0, body_size, &out) {
+                        log::warn!("[{}] could not rewrite the stream chunk: {s}", self.id);
+                    }
+                }
+                if end_of_stream {
+                    self.acct.complete();
+                }
                 Action::Continue
             }
             _ => Action::Continue,
         }
+    }
+
+    fn on_log(&mut self) {
+        let logging = self
+            .shared
+            .as_ref()
+            .map(|s| s.config.logging)
+            .unwrap_or_default();
+        self.acct.finish(logging.summaries, logging.payloads);
     }
 }

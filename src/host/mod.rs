@@ -2,6 +2,7 @@
 //! talks to Envoy. It reads the plugin configuration once and hands it to every request.
 
 mod abi;
+mod account;
 mod http;
 
 use std::cell::Cell;
@@ -12,6 +13,64 @@ use proxy_wasm::types::ContextType;
 
 use crate::balancer::RoundRobin;
 use crate::config::{self, Config};
+use crate::metrics::{Kind, Registry};
+
+thread_local! {
+    /// Metric ids of this VM. Not per configuration: a configuration update must not define
+    /// the same metrics again (each definition allocates a new id in Envoy).
+    static METRICS: Cell<Registry> = Cell::new(Registry::default());
+}
+
+fn with_metrics<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    METRICS.with(|cell| {
+        let mut reg = cell.take();
+        let out = f(&mut reg);
+        cell.set(reg);
+        out
+    })
+}
+
+/// Adds `by` to counter `name` (defined on first use).
+pub fn count(name: &str, by: u64) {
+    if by == 0 {
+        return;
+    }
+    if let Some(id) = metric(Kind::Counter, name) {
+        if let Err(s) = abi::increment_metric(id, by) {
+            log::debug!("metric {name}: {s}");
+        }
+    }
+}
+
+/// Records `value` in histogram `name` (defined on first use).
+pub fn record(name: &str, value: u64) {
+    if let Some(id) = metric(Kind::Histogram, name) {
+        if let Err(s) = abi::record_metric(id, value) {
+            log::debug!("metric {name}: {s}");
+        }
+    }
+}
+
+/// The stat-name label for a model (bounded; see `metrics::MAX_MODELS`).
+pub fn model_label(model: &str) -> String {
+    with_metrics(|reg| reg.model(model))
+}
+
+fn metric(kind: Kind, name: &str) -> Option<u32> {
+    let abi_kind = match kind {
+        Kind::Counter => abi::METRIC_COUNTER,
+        Kind::Histogram => abi::METRIC_HISTOGRAM,
+    };
+    with_metrics(|reg| {
+        reg.id(name, |n| match abi::define_metric(abi_kind, n) {
+            Ok(id) => Some(id),
+            Err(s) => {
+                log::warn!("envoy-ai-proxy: cannot define metric {n}: {s}");
+                None
+            }
+        })
+    })
+}
 
 /// What every request of this VM shares: the configuration, and this worker's round-robin
 /// position (one VM per worker thread, so no locking).
