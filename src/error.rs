@@ -22,6 +22,12 @@ pub enum ProxyError {
     },
     /// No instance may take the request (all tried, unhealthy or out of quota).
     NoInstanceAvailable,
+    /// A token limit is spent (`rate_limiting`): the configured status and message.
+    RateLimited {
+        status: u16,
+        message: String,
+        retry_after: u64,
+    },
     /// Envoy answered for the upstream: timeout, refused connection, no healthy host.
     UpstreamTimeout,
     UpstreamUnavailable(String),
@@ -43,11 +49,15 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => 504,
             ProxyError::UpstreamUnavailable(_) | ProxyError::NoInstanceAvailable => 503,
             ProxyError::NotConfigured | ProxyError::Internal(_) => 500,
+            ProxyError::RateLimited { status, .. } => u32::from(*status),
         }
     }
 
     /// OpenAI's `error.type`.
     fn kind(&self) -> &'static str {
+        if matches!(self, ProxyError::RateLimited { .. }) {
+            return "rate_limit_error";
+        }
         match self.status() {
             400..=499 => "invalid_request_error",
             _ => "api_error",
@@ -70,6 +80,7 @@ impl ProxyError {
             ProxyError::NoInstanceAvailable => "no_instance_available",
             ProxyError::NotConfigured => "not_configured",
             ProxyError::Internal(_) => "internal_error",
+            ProxyError::RateLimited { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -100,6 +111,7 @@ impl ProxyError {
             }
             ProxyError::NotConfigured => "the AI proxy filter has no valid configuration".into(),
             ProxyError::Internal(what) => format!("the AI proxy filter failed: {what}"),
+            ProxyError::RateLimited { message, .. } => message.clone(),
         }
     }
 
@@ -110,9 +122,12 @@ impl ProxyError {
     }
 
     /// Extra response headers besides `content-type`.
-    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            ProxyError::MethodNotAllowed(_) => vec![("allow", "POST")],
+            ProxyError::MethodNotAllowed(_) => vec![("allow", "POST".into())],
+            ProxyError::RateLimited { retry_after, .. } => {
+                vec![("retry-after", retry_after.to_string())]
+            }
             _ => Vec::new(),
         }
     }

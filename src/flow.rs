@@ -3,10 +3,12 @@
 
 use crate::balancer::RoundRobin;
 use crate::body::JsonBody;
-use crate::config::{Config, Instance};
+use crate::config::{Config, Instance, LimitSet};
 use crate::error::ProxyError;
 use crate::provider::shape::{self, ClientRequest, Upstream};
 use crate::provider::ApiKind;
+use crate::ratelimit::{self, Limit, Quota, Store};
+use crate::usage::Usage;
 
 /// What the request headers phase reads.
 #[derive(Debug, Default, Clone, Copy)]
@@ -80,14 +82,167 @@ pub fn read_request(body: &[u8]) -> Result<Request<'_>, ProxyError> {
     Ok(Request { body, client })
 }
 
+/// The shared-data key of a token counter: per filter configuration (`scope`), instance
+/// and consumer (`*`: the route's limit).
+pub fn counter_key(scope: &str, instance: &str, consumer: Option<&str>) -> String {
+    format!("aiproxy.rl.{scope}.{instance}.{}", consumer.unwrap_or("*"))
+}
+
+/// Every counter a configuration uses, with its limit: what to seed, and to show as gauges.
+/// (instance index, consumer, key, limit)
+pub fn counters(config: &Config, scope: &str) -> Vec<(usize, Option<String>, String, Limit)> {
+    let mut out = Vec::new();
+    let sets = config.rate_limits.route.iter().map(|s| (None, s)).chain(
+        config
+            .rate_limits
+            .consumers
+            .iter()
+            .map(|(n, s)| (Some(n.as_str()), s)),
+    );
+    for (consumer, set) in sets {
+        for (i, (inst, limit)) in config.instances.iter().zip(&set.per_instance).enumerate() {
+            if let Some(limit) = limit {
+                let key = counter_key(scope, &inst.name, consumer);
+                out.push((i, consumer.map(str::to_string), key, *limit));
+            }
+        }
+    }
+    out
+}
+
+/// The limits of one request, read once when it arrives: per instance, the binding quota
+/// and the settings of the limit it comes from (`None`: no limit applies).
+#[derive(Debug, Clone, Default)]
+pub struct Admission<'c> {
+    pub per_instance: Vec<Option<(Quota, &'c LimitSet)>>,
+}
+
+impl Admission<'_> {
+    pub fn exhausted(&self, index: usize) -> bool {
+        matches!(self.per_instance.get(index), Some(Some((q, _))) if q.exhausted())
+    }
+
+    /// The quota to show for an instance, when its limit set shows headers.
+    pub fn shown(&self, index: usize) -> Option<Quota> {
+        match self.per_instance.get(index) {
+            Some(Some((q, set))) if set.show_headers => Some(*q),
+            _ => None,
+        }
+    }
+}
+
+pub fn admission<'c>(
+    config: &'c Config,
+    scope: &str,
+    consumer: Option<&str>,
+    store: &dyn Store,
+    now_secs: u64,
+) -> Admission<'c> {
+    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c));
+    let per_instance = config
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let mut applicable: Vec<(Quota, &LimitSet)> = Vec::new();
+            let sets = config
+                .rate_limits
+                .route
+                .iter()
+                .map(|s| (None, s))
+                .chain(consumer_set.map(|s| (consumer, s)));
+            for (who, set) in sets {
+                if let Some(Some(limit)) = set.per_instance.get(i) {
+                    let key = counter_key(scope, &inst.name, who);
+                    let counter = ratelimit::read(store, &key, now_secs, limit.window_secs);
+                    applicable.push((Quota::of(*limit, counter, now_secs), set));
+                }
+            }
+            applicable
+                .into_iter()
+                .min_by_key(|(q, _)| (q.remaining, std::cmp::Reverse(q.reset_secs)))
+        })
+        .collect();
+    Admission { per_instance }
+}
+
+/// What answering a request costs, per counter: (key, limit, tokens).
+pub fn charges(
+    config: &Config,
+    scope: &str,
+    consumer: Option<&str>,
+    index: usize,
+    usage: &Usage,
+) -> Vec<(String, Limit, u64)> {
+    let Some(inst) = config.instances.get(index) else {
+        return Vec::new();
+    };
+    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c).map(|s| (c, s)));
+    let mut out = Vec::new();
+    if let Some(set) = &config.rate_limits.route {
+        if let Some(Some(limit)) = set.per_instance.get(index) {
+            out.push((
+                counter_key(scope, &inst.name, None),
+                *limit,
+                set.strategy.tokens(usage),
+            ));
+        }
+    }
+    if let Some((c, set)) = consumer_set {
+        if let Some(Some(limit)) = set.per_instance.get(index) {
+            out.push((
+                counter_key(scope, &inst.name, Some(c)),
+                *limit,
+                set.strategy.tokens(usage),
+            ));
+        }
+    }
+    out
+}
+
+/// `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`.
+pub fn quota_headers(instance: &str, q: &Quota) -> [(String, String); 3] {
+    [
+        (
+            format!("x-ai-ratelimit-limit-{instance}"),
+            q.limit.to_string(),
+        ),
+        (
+            format!("x-ai-ratelimit-remaining-{instance}"),
+            q.remaining.to_string(),
+        ),
+        (
+            format!("x-ai-ratelimit-reset-{instance}"),
+            q.reset_secs.to_string(),
+        ),
+    ]
+}
+
+fn rate_limited(config: &Config, limits: &Admission<'_>, index: usize) -> ProxyError {
+    let (status, message, retry_after) = match limits.per_instance.get(index) {
+        Some(Some((q, set))) => (set.rejected_code, set.rejected_msg.clone(), q.reset_secs),
+        _ => (429, None, 1),
+    };
+    let name = config.instances.get(index).map_or("", |i| i.name.as_str());
+    ProxyError::RateLimited {
+        status,
+        message: message
+            .unwrap_or_else(|| format!("token rate limit exceeded for instance {name}")),
+        retry_after,
+    }
+}
+
 /// Picks the instance for the next attempt among those not `tried` that offer this kind of
-/// request. `hash` is the request's key hash (consistent hashing only).
+/// request. `hash` is the request's key hash (consistent hashing only). With limits, an
+/// instance whose quota is spent is skipped when rate-limit fallback is on, and rejects the
+/// request when it is off.
 pub fn pick(
     config: &Config,
     rr: &mut RoundRobin,
     hash: u64,
     tried: &[bool],
     kind: ApiKind,
+    limits: Option<&Admission<'_>>,
 ) -> Result<usize, ProxyError> {
     let offers = |i: usize| {
         config
@@ -102,11 +257,30 @@ pub fn pick(
             kind: kind.name(),
         });
     }
-    let available = |i: usize| offers(i) && !tried.get(i).copied().unwrap_or(false);
-    config
-        .balancer
-        .pick(rr, hash, available)
-        .ok_or(ProxyError::NoInstanceAvailable)
+    let untried = |i: usize| offers(i) && !tried.get(i).copied().unwrap_or(false);
+    let exhausted = |i: usize| limits.is_some_and(|l| l.exhausted(i));
+    let skip_exhausted = config.fallback.rate_limiting;
+    let available = |i: usize| untried(i) && !(skip_exhausted && exhausted(i));
+    match config.balancer.pick(rr, hash, available) {
+        Some(i) if exhausted(i) => Err(limits.map_or(ProxyError::NoInstanceAvailable, |l| {
+            rate_limited(config, l, i)
+        })),
+        Some(i) => Ok(i),
+        None => {
+            // Everything left is out of quota: say so, with the soonest reset.
+            let soonest = (0..config.instances.len())
+                .filter(|&i| untried(i) && exhausted(i))
+                .min_by_key(|&i| {
+                    limits
+                        .and_then(|l| l.per_instance.get(i).copied().flatten())
+                        .map_or(u64::MAX, |(q, _)| q.reset_secs)
+                });
+            match (soonest, limits) {
+                (Some(i), Some(l)) => Err(rate_limited(config, l, i)),
+                _ => Err(ProxyError::NoInstanceAvailable),
+            }
+        }
+    }
 }
 
 /// The upstream request of one attempt on instance `index`.
@@ -321,7 +495,7 @@ mod tests {
 
     fn plan(c: &Config, body: &[u8]) -> Result<(usize, ClientRequest, String), ProxyError> {
         let req = read_request(body)?;
-        let i = pick(c, &mut RoundRobin::default(), 0, &[], req.client.kind)?;
+        let i = pick(c, &mut RoundRobin::default(), 0, &[], req.client.kind, None)?;
         let (_, up) = shape_for(c, i, &req)?;
         Ok((i, req.client.clone(), up.path.to_string()))
     }
@@ -353,15 +527,15 @@ mod tests {
         )
         .unwrap();
         let mut rr = RoundRobin::default();
-        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat), Ok(0));
-        assert_eq!(pick(&c, &mut rr, 0, &[true], ApiKind::Chat), Ok(1));
-        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Embeddings), Ok(1));
+        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, None), Ok(0));
+        assert_eq!(pick(&c, &mut rr, 0, &[true], ApiKind::Chat, None), Ok(1));
+        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Embeddings, None), Ok(1));
         assert_eq!(
-            pick(&c, &mut rr, 0, &[false, true], ApiKind::Embeddings),
+            pick(&c, &mut rr, 0, &[false, true], ApiKind::Embeddings, None),
             Ok(2)
         );
         assert_eq!(
-            pick(&c, &mut rr, 0, &[true, true, true], ApiKind::Chat),
+            pick(&c, &mut rr, 0, &[true, true, true], ApiKind::Chat, None),
             Err(ProxyError::NoInstanceAvailable)
         );
     }
@@ -426,5 +600,128 @@ mod tests {
             Some(503)
         );
         assert_eq!(local_reply_error("via_upstream"), None);
+    }
+
+    /// A plain in-memory store for admission tests.
+    #[derive(Default)]
+    struct Mem(std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>>);
+
+    impl Store for Mem {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            Ok((self.0.borrow().get(key).cloned(), Some(1)))
+        }
+        fn set(&self, key: &str, value: &[u8], _: Option<u32>) -> Result<(), ratelimit::SetError> {
+            self.0.borrow_mut().insert(key.into(), value.to_vec());
+            Ok(())
+        }
+    }
+
+    fn limited(fallback: bool) -> Config {
+        let mut cfg = serde_json::json!({
+            "instances": [
+                {"name": "a", "provider": "openai", "priority": 1},
+                {"name": "b", "provider": "openai"}
+            ],
+            "rate_limiting": {"instances": [{"name": "a", "limit": 10, "time_window": 60}],
+                              "rejected_msg": "over quota"},
+            "consumers": [{"name": "john", "rate_limiting": {
+                "instances": [{"name": "b", "limit": 5, "time_window": 30}],
+                "limit_strategy": "completion_tokens", "rejected_code": 403}}]
+        });
+        if fallback {
+            cfg["fallback_strategy"] = "instance_health_and_rate_limiting".into();
+        }
+        config::parse(cfg.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn quotas_steer_picking() {
+        let store = Mem::default();
+        let now = 1_000_000;
+        for fallback in [true, false] {
+            let c = limited(fallback);
+            let mut rr = RoundRobin::default();
+            let adm = admission(&c, "s", None, &store, now);
+            assert_eq!(adm.shown(0).map(|q| q.remaining), Some(10));
+            assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)), Ok(0));
+        }
+        // Spend a's quota.
+        ratelimit::charge(&store, &counter_key("s", "a", None), now, 60, 31).unwrap();
+
+        let c = limited(true);
+        let adm = admission(&c, "s", None, &store, now);
+        assert!(adm.exhausted(0));
+        assert_eq!(adm.shown(0).map(|q| q.remaining), Some(0));
+        let mut rr = RoundRobin::default();
+        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)), Ok(1));
+        // b tried and failed: nothing left but a spent quota.
+        match pick(&c, &mut rr, 0, &[false, true], ApiKind::Chat, Some(&adm)) {
+            Err(ProxyError::RateLimited {
+                status,
+                message,
+                retry_after,
+            }) => {
+                assert_eq!((status, message.as_str()), (429, "over quota"));
+                assert_eq!(retry_after, ratelimit::reset_in(now, 60));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Without rate-limit fallback the spent instance rejects.
+        let c = limited(false);
+        let adm = admission(&c, "s", None, &store, now);
+        assert!(matches!(
+            pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)),
+            Err(ProxyError::RateLimited { status: 429, .. })
+        ));
+    }
+
+    #[test]
+    fn consumer_limits_bind_for_their_consumer_only() {
+        let store = Mem::default();
+        let now = 1_000_000;
+        let c = limited(true);
+        ratelimit::charge(&store, &counter_key("s", "a", None), now, 60, 3).unwrap();
+        ratelimit::charge(&store, &counter_key("s", "b", Some("john")), now, 30, 5).unwrap();
+        let john = admission(&c, "s", Some("john"), &store, now);
+        assert_eq!(john.shown(0).map(|q| (q.limit, q.remaining)), Some((10, 7)));
+        assert!(john.exhausted(1));
+        let jane = admission(&c, "s", Some("jane"), &store, now);
+        assert!(!jane.exhausted(1) && jane.per_instance[1].is_none());
+        // John's consumer limit inherits the route's message, not its status.
+        let mut rr = RoundRobin::default();
+        match pick(&c, &mut rr, 0, &[true, false], ApiKind::Chat, Some(&john)) {
+            Err(ProxyError::RateLimited {
+                status, message, ..
+            }) => {
+                assert_eq!((status, message.as_str()), (403, "over quota"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn charges_follow_each_limits_strategy() {
+        let c = limited(true);
+        let u = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            total_tokens: 7,
+            ..Usage::default()
+        };
+        let keys = |consumer, i| {
+            charges(&c, "s", consumer, i, &u)
+                .into_iter()
+                .map(|(k, _, t)| (k, t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(None, 0), vec![("aiproxy.rl.s.a.*".to_string(), 7)]);
+        assert_eq!(keys(None, 1), vec![]);
+        assert_eq!(
+            keys(Some("john"), 1),
+            vec![("aiproxy.rl.s.b.john".to_string(), 4)]
+        );
+        assert_eq!(keys(Some("nobody"), 1), vec![]);
+        assert_eq!(counters(&c, "s").len(), 2);
     }
 }

@@ -9,6 +9,7 @@
 //! - `fallback`: which failed answers go to the next instance, and the final answer.
 //! - `flow`: the per-request decisions, phase by phase.
 //! - `metrics`: metric names (instance and model as tags) and their registry.
+//! - `ratelimit`: token limits in fixed windows, counted with compare-and-swap.
 //! - `sse`: server-sent events framed across chunk boundaries.
 //! - `usage`: token usage and the reported model, read from responses as they pass.
 //! - `wire`: the proxy-wasm header map encoding.
@@ -37,6 +38,7 @@ pub mod fallback;
 pub mod flow;
 pub mod metrics;
 pub mod provider;
+pub mod ratelimit;
 pub mod sse;
 pub mod usage;
 pub mod wire;

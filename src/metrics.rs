@@ -11,6 +11,7 @@ pub const MAX_MODELS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -58,6 +59,13 @@ pub mod name {
     }
     pub fn fallbacks(instance: &str, reason: &str) -> String {
         format!("aiproxy.instance.{instance}.reason.{reason}.fallbacks_total")
+    }
+    pub fn ratelimit_rejections(instance: &str) -> String {
+        format!("aiproxy.instance.{instance}.ratelimit_rejections_total")
+    }
+    /// Tokens used in the current window; consumer `all` for the route's own limit.
+    pub fn ratelimit_used(instance: &str, consumer: &str) -> String {
+        format!("aiproxy.instance.{instance}.consumer.{consumer}.ratelimit_used_tokens")
     }
 }
 

@@ -11,6 +11,7 @@ use crate::balancer::key::{self, KeySource};
 use crate::balancer::{Algorithm, Balancer, Slot};
 use crate::fallback::Policy;
 use crate::provider::{self, Endpoint, Provider, Target};
+use crate::ratelimit::{Limit, Strategy};
 
 pub use raw::RawConfig;
 
@@ -53,6 +54,38 @@ pub struct Config {
     /// Lower-cased name of the header that carries the consumer name.
     pub consumer_header: String,
     pub logging: Logging,
+    pub rate_limits: RateLimits,
+}
+
+/// The token limits: the route's, for every request, and each consumer's, for its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub route: Option<LimitSet>,
+    pub consumers: Vec<(String, LimitSet)>,
+}
+
+impl RateLimits {
+    pub fn any(&self) -> bool {
+        self.route.is_some() || !self.consumers.is_empty()
+    }
+
+    pub fn consumer(&self, name: &str) -> Option<&LimitSet> {
+        self.consumers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
+}
+
+/// One `rate_limiting` block, compiled against the instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSet {
+    /// Indexed like `Config::instances`.
+    pub per_instance: Vec<Option<Limit>>,
+    pub strategy: Strategy,
+    pub rejected_code: u16,
+    pub rejected_msg: Option<String>,
+    pub show_headers: bool,
 }
 
 /// `logging`: what the filter writes to Envoy's log per request (at info level).
@@ -290,6 +323,33 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let route_limits = match raw.rate_limiting {
+        Some(r) => Some(compile_limits("rate_limiting", r, &instances, None)?),
+        None => None,
+    };
+    let mut consumers: Vec<(String, LimitSet)> = Vec::new();
+    for (i, c) in raw.consumers.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        check_token(&c.name).map_err(|m| ConfigError::new(format!("{at}.name"), m))?;
+        if consumers.iter().any(|(n, _)| *n == c.name) {
+            return Err(ConfigError::new(
+                format!("{at}.name"),
+                format!("`{}` is listed twice", c.name),
+            ));
+        }
+        let set = compile_limits(
+            &format!("{at}.rate_limiting"),
+            c.rate_limiting,
+            &instances,
+            route_limits.as_ref(),
+        )?;
+        consumers.push((c.name, set));
+    }
+    let rate_limits = RateLimits {
+        route: route_limits,
+        consumers,
+    };
+
     Ok(Config {
         instances,
         balancer,
@@ -306,6 +366,113 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 payloads: l.payloads.unwrap_or(false),
             })
             .unwrap_or_default(),
+        rate_limits,
+    })
+}
+
+/// A `rate_limiting` block at `at`. `inherit`: the route's block, whose rejection settings
+/// a consumer's block takes when it gives none.
+fn compile_limits(
+    at: &str,
+    raw: raw::RawRateLimiting,
+    instances: &[Instance],
+    inherit: Option<&LimitSet>,
+) -> Result<LimitSet, ConfigError> {
+    let field = |f: &str| format!("{at}.{f}");
+    let every = match (raw.limit, raw.time_window) {
+        (Some(limit), Some(window)) => Some(limit_of(
+            &field("limit"),
+            limit,
+            &field("time_window"),
+            window,
+        )?),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                field("time_window"),
+                "is required with `limit`",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                field("limit"),
+                "is required with `time_window`",
+            ))
+        }
+    };
+    let mut per_instance = vec![every; instances.len()];
+    for (i, entry) in raw.instances.unwrap_or_default().into_iter().enumerate() {
+        let f = |x: &str| format!("{at}.instances[{i}].{x}");
+        let index = instances
+            .iter()
+            .position(|inst| inst.name == entry.name)
+            .ok_or_else(|| {
+                ConfigError::new(f("name"), format!("no instance is named `{}`", entry.name))
+            })?;
+        let limit = limit_of(
+            &f("limit"),
+            entry.limit,
+            &f("time_window"),
+            entry.time_window,
+        )?;
+        if let Some(slot) = per_instance.get_mut(index) {
+            *slot = Some(limit);
+        }
+    }
+    if per_instance.iter().all(Option::is_none) {
+        return Err(ConfigError::new(
+            at,
+            "gives no limit: set `limit` and `time_window`, or `instances`",
+        ));
+    }
+    let strategy = match raw.limit_strategy.as_deref() {
+        None => inherit.map_or(Strategy::default(), |s| s.strategy),
+        Some(s) => Strategy::parse(s).ok_or_else(|| {
+            ConfigError::new(
+                field("limit_strategy"),
+                format!("unknown strategy `{s}`; supported: total_tokens, prompt_tokens, completion_tokens"),
+            )
+        })?,
+    };
+    let rejected_code = raw
+        .rejected_code
+        .or(inherit.map(|s| s.rejected_code))
+        .unwrap_or(429);
+    if !(200..=599).contains(&rejected_code) {
+        return Err(ConfigError::new(
+            field("rejected_code"),
+            "must be an HTTP status (200-599)",
+        ));
+    }
+    Ok(LimitSet {
+        per_instance,
+        strategy,
+        rejected_code,
+        rejected_msg: raw
+            .rejected_msg
+            .or_else(|| inherit.and_then(|s| s.rejected_msg.clone())),
+        show_headers: raw
+            .show_limit_quota_header
+            .or(inherit.map(|s| s.show_headers))
+            .unwrap_or(true),
+    })
+}
+
+fn limit_of(
+    limit_at: &str,
+    limit: u64,
+    window_at: &str,
+    window: u64,
+) -> Result<Limit, ConfigError> {
+    if limit == 0 {
+        return Err(ConfigError::new(limit_at, "must be at least 1 (tokens)"));
+    }
+    if window == 0 {
+        return Err(ConfigError::new(window_at, "must be at least 1 (seconds)"));
+    }
+    Ok(Limit {
+        limit,
+        window_secs: window,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub retry_on_failure_within_ms: Option<u64>,
     pub consumer_header: Option<String>,
     pub logging: Option<RawLogging>,
+    pub rate_limiting: Option<RawRateLimiting>,
+    pub consumers: Option<Vec<RawConsumer>>,
 
     // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
     // are recognised only to be refused with a pointer to the Envoy equivalent.
@@ -87,4 +89,32 @@ pub enum RawFallbackStrategy {
 pub struct RawLogging {
     pub summaries: Option<bool>,
     pub payloads: Option<bool>,
+}
+
+/// APISIX `ai-rate-limiting`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimiting {
+    pub limit: Option<u64>,
+    pub time_window: Option<u64>,
+    pub instances: Option<Vec<RawInstanceLimit>>,
+    pub limit_strategy: Option<String>,
+    pub rejected_code: Option<u16>,
+    pub rejected_msg: Option<String>,
+    pub show_limit_quota_header: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstanceLimit {
+    pub name: String,
+    pub limit: u64,
+    pub time_window: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub name: String,
+    pub rate_limiting: RawRateLimiting,
 }

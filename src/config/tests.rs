@@ -428,3 +428,106 @@ fn many_instance_refusals_name_the_field() {
         assert_eq!(err.path, field, "{name}: {err}");
     }
 }
+
+#[test]
+fn rate_limits() {
+    let c = parse_json(json!({
+        "instances": [{"name": "a", "provider": "openai"}, {"name": "b", "provider": "openai"}],
+        "rate_limiting": {"limit": 100, "time_window": 60,
+                          "instances": [{"name": "b", "limit": 5, "time_window": 10}],
+                          "rejected_code": 503, "show_limit_quota_header": false},
+        "consumers": [{"name": "john", "rate_limiting": {"instances": [{"name": "a", "limit": 7, "time_window": 30}],
+                                                         "limit_strategy": "prompt_tokens"}}]
+    }))
+    .unwrap();
+    let route = c.rate_limits.route.as_ref().unwrap();
+    let l = |limit, window_secs| Some(crate::ratelimit::Limit { limit, window_secs });
+    assert_eq!(route.per_instance, vec![l(100, 60), l(5, 10)]);
+    assert_eq!((route.rejected_code, route.show_headers), (503, false));
+    let john = c.rate_limits.consumer("john").unwrap();
+    assert_eq!(john.per_instance, vec![l(7, 30), None]);
+    assert_eq!(john.strategy, crate::ratelimit::Strategy::PromptTokens);
+    // Inherited from the route's block.
+    assert_eq!((john.rejected_code, john.show_headers), (503, false));
+    // Single provider: the instance is named after the provider.
+    let c = parse_json(json!({"provider": "deepseek",
+        "rate_limiting": {"instances": [{"name": "deepseek", "limit": 1, "time_window": 1}]}}))
+    .unwrap();
+    assert!(c.rate_limits.any());
+}
+
+#[test]
+fn rate_limit_refusals_name_the_field() {
+    let base = |rl: serde_json::Value| json!({"provider": "openai", "rate_limiting": rl});
+    let cases = [
+        (
+            "limit without window",
+            base(json!({"limit": 5})),
+            "rate_limiting.time_window",
+        ),
+        (
+            "window without limit",
+            base(json!({"time_window": 5})),
+            "rate_limiting.limit",
+        ),
+        (
+            "no limit at all",
+            base(json!({"rejected_code": 429})),
+            "rate_limiting",
+        ),
+        (
+            "zero limit",
+            base(json!({"limit": 0, "time_window": 5})),
+            "rate_limiting.limit",
+        ),
+        (
+            "zero window",
+            base(json!({"limit": 5, "time_window": 0})),
+            "rate_limiting.time_window",
+        ),
+        (
+            "unknown instance",
+            base(json!({"instances": [{"name": "nope", "limit": 1, "time_window": 1}]})),
+            "rate_limiting.instances[0].name",
+        ),
+        (
+            "bad strategy",
+            base(json!({"limit": 5, "time_window": 5, "limit_strategy": "words"})),
+            "rate_limiting.limit_strategy",
+        ),
+        (
+            "bad code",
+            base(json!({"limit": 5, "time_window": 5, "rejected_code": 99})),
+            "rate_limiting.rejected_code",
+        ),
+        (
+            "unknown field",
+            base(json!({"limit": 5, "time_window": 5, "burst": 1})),
+            "rate_limiting.burst",
+        ),
+        (
+            "duplicate consumer",
+            json!({"provider": "openai", "consumers": [
+            {"name": "j", "rate_limiting": {"limit": 1, "time_window": 1}},
+            {"name": "j", "rate_limiting": {"limit": 1, "time_window": 1}}]}),
+            "consumers[1].name",
+        ),
+        (
+            "consumer without limits",
+            json!({"provider": "openai", "consumers": [{"name": "j"}]}),
+            "consumers[0]",
+        ),
+        (
+            "bad consumer name",
+            json!({"provider": "openai", "consumers": [
+            {"name": "j k", "rate_limiting": {"limit": 1, "time_window": 1}}]}),
+            "consumers[0].name",
+        ),
+    ];
+    for (name, cfg, field) in cases {
+        let err = parse_json(cfg)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+        assert_eq!(err.path, field, "{name}: {err}");
+    }
+}
