@@ -131,6 +131,10 @@ pub struct EnvoyBuilder {
     log_level: String,
     /// A complete bootstrap, used as is instead of the template.
     rendered: Option<String>,
+    /// HTTP filters placed before the AI proxy, as JSON.
+    pre_filters: Vec<Value>,
+    /// The second listener's plugin configuration (`integration-two-listeners.yaml`).
+    second_config: Option<String>,
 }
 
 impl EnvoyBuilder {
@@ -155,6 +159,19 @@ impl EnvoyBuilder {
         self
     }
 
+    /// An HTTP filter (JSON) before the AI proxy.
+    pub fn pre_filter(mut self, filter: Value) -> Self {
+        self.pre_filters.push(filter);
+        self
+    }
+
+    /// A second listener (`ai_gateway_b`) with its own plugin configuration.
+    pub fn second_listener(mut self, plugin_config: &Value) -> Self {
+        self.template = "integration-two-listeners.yaml".to_string();
+        self.second_config = Some(plugin_config.to_string());
+        self
+    }
+
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
         self
@@ -166,14 +183,26 @@ impl EnvoyBuilder {
             None => {
                 let access_log = dir.join("access.log");
                 let clusters: Vec<Value> = self.clusters.iter().map(Cluster::to_json).collect();
+                // One `- {json}` item per filter, at the list's indentation.
+                let pre_filters = self
+                    .pre_filters
+                    .iter()
+                    .map(|f| format!("- {f}"))
+                    .collect::<Vec<_>>()
+                    .join("\n          ");
                 render(
                     &self.template,
                     &[
                         ("WASM", yaml_str(&wasm_path()?.to_string_lossy())),
                         ("PLUGIN_CONFIG", yaml_str(&self.plugin_config)),
+                        (
+                            "PLUGIN_CONFIG_B",
+                            yaml_str(self.second_config.as_deref().unwrap_or("")),
+                        ),
                         ("CLUSTERS", Value::from(clusters).to_string()),
                         ("ACCESS_LOG", yaml_str(&access_log.to_string_lossy())),
                         ("CLUSTER_HEADER", yaml_str(&self.cluster_header)),
+                        ("PRE_FILTERS", pre_filters),
                     ],
                 )?
             }
@@ -213,6 +242,7 @@ impl EnvoyBuilder {
             dir,
             admin_port: 0,
             port: 0,
+            ports: Vec::new(),
             client: reqwest::Client::new(),
         };
         match envoy.wait_ready().await {
@@ -250,6 +280,8 @@ pub struct Envoy {
     pub admin_port: u16,
     /// The listener's port.
     pub port: u16,
+    /// Every listener's port, by listener name.
+    pub ports: Vec<(String, u16)>,
     client: reqwest::Client,
 }
 
@@ -269,6 +301,8 @@ impl Envoy {
             cluster_header: "x-ai-proxy-cluster".to_string(),
             log_level: "info".to_string(),
             rendered: None,
+            pre_filters: Vec::new(),
+            second_config: None,
         }
     }
 
@@ -314,11 +348,21 @@ impl Envoy {
                         .await?
                         .json()
                         .await?;
-                    let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-                        ["port_value"]
-                        .as_u64()
-                        .ok_or_else(|| anyhow!("no listener port in {listeners}"))?;
-                    self.port = u16::try_from(port)?;
+                    for l in listeners["listener_statuses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        let port = l["local_address"]["socket_address"]["port_value"]
+                            .as_u64()
+                            .ok_or_else(|| anyhow!("no listener port in {listeners}"))?;
+                        let name = l["name"].as_str().unwrap_or("").to_string();
+                        self.ports.push((name, u16::try_from(port)?));
+                    }
+                    self.port = self.ports.first().map(|p| p.1).unwrap_or(0);
+                    if let Some((_, p)) = self.ports.iter().find(|(n, _)| n == "ai_gateway") {
+                        self.port = *p;
+                    }
                     return Ok(());
                 }
             }
@@ -328,6 +372,16 @@ impl Envoy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// A URL on the listener named `listener`.
+    pub fn url_on(&self, listener: &str, path: &str) -> String {
+        let port = self
+            .ports
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map_or(0, |p| p.1);
+        format!("http://127.0.0.1:{port}{path}")
     }
 
     pub fn admin_url(&self, path: &str) -> String {

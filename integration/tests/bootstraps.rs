@@ -20,10 +20,31 @@ fn every_bootstrap_validates() {
             ("CLUSTERS", "[]".to_string()),
             ("ACCESS_LOG", yaml_str("/dev/null")),
             ("CLUSTER_HEADER", yaml_str("x-ai-proxy-cluster")),
+            ("PRE_FILTERS", String::new()),
         ],
     )
     .unwrap();
     validate(&integration).unwrap();
+    let two = render(
+        "integration-two-listeners.yaml",
+        &[
+            ("WASM", wasm.clone()),
+            (
+                "PLUGIN_CONFIG",
+                yaml_str(&json!({"provider": "openai"}).to_string()),
+            ),
+            (
+                "PLUGIN_CONFIG_B",
+                yaml_str(&json!({"provider": "deepseek"}).to_string()),
+            ),
+            ("CLUSTERS", "[]".to_string()),
+            ("ACCESS_LOG", yaml_str("/dev/null")),
+            ("CLUSTER_HEADER", yaml_str("x-ai-proxy-cluster")),
+            ("PRE_FILTERS", String::new()),
+        ],
+    )
+    .unwrap();
+    validate(&two).unwrap();
 
     for key in [None, Some("sk-fake-for-validation")] {
         let cfg = demo::plugin_config(key);
@@ -52,7 +73,12 @@ fn every_bootstrap_validates() {
     files.sort();
     assert_eq!(
         files,
-        ["demo.yaml", "integration.yaml", "multi-instance.yaml"]
+        [
+            "demo.yaml",
+            "integration-two-listeners.yaml",
+            "integration.yaml",
+            "multi-instance.yaml"
+        ]
     );
 }
 

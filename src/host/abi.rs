@@ -67,6 +67,21 @@ extern "C" {
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+        ret_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer: u32,
         start: usize,
@@ -178,7 +193,45 @@ pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
 }
 
 pub const METRIC_COUNTER: u32 = 0;
+pub const METRIC_GAUGE: u32 = 1;
 pub const METRIC_HISTOGRAM: u32 = 2;
+pub const CAS_MISMATCH: u32 = 8;
+
+/// A shared-data value and its CAS token; `(None, None)` when the key does not exist.
+pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+    let mut data = null_mut();
+    let mut size = 0;
+    let mut cas = 0u32;
+    // SAFETY: pointers describe a live string and live locals.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        NOT_FOUND => Ok((None, None)),
+        _ => {
+            let value = take(status, data, size)?;
+            Ok((Some(value.unwrap_or_default()), Some(cas)))
+        }
+    }
+}
+
+/// Writes a shared-data value if `cas` still matches (`None`: unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check(unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    })
+}
+
+pub fn set_tick_period_ms(ms: u32) -> Result<(), Status> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
 
 pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
     let mut id = 0u32;

@@ -12,6 +12,8 @@ use crate::usage::{Meter, MAX_LOGGED_TEXT};
 /// Which attempt serves the client, and how it was shaped.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// Index of the instance in the configuration.
+    pub index: usize,
     pub instance: String,
     pub provider: &'static str,
     pub client_model: Option<String>,
@@ -25,6 +27,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn new(
+        index: usize,
         client: &ClientRequest,
         instance: &Instance,
         up: &Upstream<'_>,
@@ -32,6 +35,7 @@ impl Answer {
         fallback_reason: String,
     ) -> Answer {
         Answer {
+            index,
             instance: instance.name.clone(),
             provider: instance.provider.name(),
             client_model: client.model.clone(),
@@ -101,6 +105,11 @@ impl Accounting {
         } else {
             Meter::json(payloads)
         });
+    }
+
+    /// The usage the answer reported (zero before it is read).
+    pub fn usage(&self) -> crate::usage::Usage {
+        self.meter.as_ref().map(Meter::usage).unwrap_or_default()
     }
 
     pub fn rewrites_body(&self) -> bool {

@@ -10,7 +10,7 @@ use proxy_wasm::types::Action;
 
 use super::abi::{self, Status};
 use super::account::{request_payload, set_state_value, Accounting, Answer};
-use super::{count, Shared};
+use super::{count, now_secs, Shared, SharedData};
 use crate::balancer::key::{self, RequestAttrs};
 use crate::balancer::{hash_bytes, Algorithm};
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::fallback::{self, Failure, GiveUp};
 use crate::flow::{self, RequestHead};
 use crate::metrics::{self, name};
 use crate::provider::shape::Upstream;
+use crate::ratelimit::{self, Quota};
 
 /// The client's Envoy-specific timeout headers would override the filter's.
 const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
@@ -62,6 +63,11 @@ pub struct Filter {
     client_headers: Vec<(String, String)>,
     retry: Option<Retry>,
     acct: Accounting,
+    /// The consumer, from `consumer_header` (set by an authenticating filter).
+    consumer: Option<String>,
+    /// Per instance, the quota to show in the response headers (from admission).
+    shown: Vec<Option<Quota>>,
+    charged: bool,
 }
 
 impl Filter {
@@ -74,15 +80,82 @@ impl Filter {
             client_headers: Vec::new(),
             retry: None,
             acct: Accounting::default(),
+            consumer: None,
+            shown: Vec::new(),
+            charged: false,
         }
     }
 
     fn reply(&mut self, err: &ProxyError) -> Action {
         log::debug!("[{}] answering {} ({})", self.id, err.status(), err.code());
+        let mut owned: Vec<(String, String)> = err
+            .headers()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
+        if matches!(err, ProxyError::RateLimited { .. }) {
+            // Every limited instance's quota, so the client sees what ran out.
+            if let Some(shared) = self.shared.as_ref() {
+                for (inst, q) in shared.config.instances.iter().zip(&self.shown) {
+                    if let Some(q) = q {
+                        owned.extend(flow::quota_headers(&inst.name, q));
+                    }
+                }
+            }
+        }
         let mut headers = vec![("content-type", "application/json")];
-        headers.extend(err.headers());
+        headers.extend(owned.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         self.send(err.status(), &headers, &err.body());
         Action::Pause
+    }
+
+    /// The quota headers of the instance that answers.
+    fn answer_quota_headers(&self, index: usize) -> Vec<(String, String)> {
+        let (Some(shared), Some(Some(q))) = (self.shared.as_ref(), self.shown.get(index)) else {
+            return Vec::new();
+        };
+        shared
+            .config
+            .instances
+            .get(index)
+            .map(|inst| flow::quota_headers(&inst.name, q).to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The answer is complete: account for it, and charge its tokens to the limits of the
+    /// instance that gave it.
+    fn completed(&mut self) {
+        self.acct.complete();
+        if self.charged {
+            return;
+        }
+        self.charged = true;
+        let (Some(shared), Some(answer)) = (self.shared.as_ref(), self.acct.answer.as_ref()) else {
+            return;
+        };
+        let config = &shared.config;
+        if !config.rate_limits.any() {
+            return;
+        }
+        let usage = self.acct.usage();
+        let now = now_secs();
+        for (key, limit, tokens) in flow::charges(
+            config,
+            &shared.scope,
+            self.consumer.as_deref(),
+            answer.index,
+            &usage,
+        ) {
+            if tokens == 0 {
+                continue;
+            }
+            if let Err(e) = ratelimit::charge(&SharedData, &key, now, limit.window_secs, tokens) {
+                log::warn!(
+                    "[{}] could not charge {tokens} tokens to {key}: {e}",
+                    self.id
+                );
+            }
+        }
     }
 
     /// Sends a local reply. The state changes first: the reply passes through this
@@ -104,9 +177,29 @@ impl Filter {
         };
         let tried = vec![false; config.instances.len()];
         let payloads = config.logging.payloads;
+        let limits = config.rate_limits.any().then(|| {
+            flow::admission(
+                config,
+                &shared.scope,
+                self.consumer.as_deref(),
+                &SharedData,
+                now_secs(),
+            )
+        });
+        if let Some(l) = &limits {
+            self.shown = (0..config.instances.len()).map(|i| l.shown(i)).collect();
+        }
         let planned = flow::read_request(&body).and_then(|req| {
-            let index =
-                shared.with_rr(|rr| flow::pick(config, rr, self.hash, &tried, req.client.kind))?;
+            let index = shared.with_rr(|rr| {
+                flow::pick(
+                    config,
+                    rr,
+                    self.hash,
+                    &tried,
+                    req.client.kind,
+                    limits.as_ref(),
+                )
+            })?;
             let (instance, up) = flow::shape_for(config, index, &req)?;
             apply(config, &up, body.len())?;
             log::debug!(
@@ -116,7 +209,7 @@ impl Filter {
                 instance.name,
                 up.cluster
             );
-            let answer = Answer::new(&req.client, instance, &up, 1, String::new());
+            let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
             let payload = payloads
                 .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
                 .flatten();
@@ -127,6 +220,13 @@ impl Filter {
             Err(e) => {
                 if matches!(e, ProxyError::Internal(_)) {
                     log::error!("[{}] {}", self.id, e.message());
+                }
+                if matches!(e, ProxyError::RateLimited { .. }) {
+                    for (i, inst) in config.instances.iter().enumerate() {
+                        if limits.as_ref().is_some_and(|l| l.exhausted(i)) {
+                            count(&name::ratelimit_rejections(&metrics::label(&inst.name)), 1);
+                        }
+                    }
                 }
                 return self.reply(&e);
             }
@@ -186,9 +286,27 @@ impl Filter {
         let mut retries_done =
             u32::try_from(retry.failures.len().saturating_sub(1)).unwrap_or(u32::MAX);
         let mut may = config.fallback.may_retry(retries_done, attempt_ms);
+        let limits = config.rate_limits.any().then(|| {
+            flow::admission(
+                config,
+                &shared.scope,
+                self.consumer.as_deref(),
+                &SharedData,
+                now_secs(),
+            )
+        });
         while may {
             let index = shared
-                .with_rr(|rr| flow::pick(config, rr, self.hash, &retry.tried, req.client.kind))
+                .with_rr(|rr| {
+                    flow::pick(
+                        config,
+                        rr,
+                        self.hash,
+                        &retry.tried,
+                        req.client.kind,
+                        limits.as_ref(),
+                    )
+                })
                 .ok()?;
             let (instance, up) = flow::shape_for(config, index, &req).ok()?;
             let body = up
@@ -400,6 +518,7 @@ impl Context for Filter {
             if let Ok(req) = flow::read_request(&retry.body) {
                 if let Ok((instance, up)) = flow::shape_for(&shared.config, index, &req) {
                     let answer = Answer::new(
+                        index,
                         &req.client,
                         instance,
                         &up,
@@ -418,10 +537,12 @@ impl Context for Filter {
             shared.config.logging.payloads,
         );
         let out = self.acct.chunk(&body, true);
-        self.acct.complete();
+        self.completed();
+        let quota = self.answer_quota_headers(index);
         let replay: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(n, _)| flow::replayable_response_header(n))
+            .chain(quota.iter())
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         self.send(status, &replay, out.as_deref().unwrap_or(&body));
@@ -460,6 +581,12 @@ impl HttpContext for Filter {
         {
             let key = key::resolve(source, &HostAttrs, &config.consumer_header);
             self.hash = hash_bytes(key.as_bytes());
+        }
+        if !config.rate_limits.consumers.is_empty() {
+            self.consumer = abi::header(abi::REQUEST_HEADERS, &config.consumer_header)
+                .ok()
+                .flatten()
+                .filter(|c| !c.is_empty());
         }
         if config.fallback.retries_answers() && config.instances.len() > 1 {
             // As the client sent them: a fallback must not inherit the first instance's edits.
@@ -555,6 +682,11 @@ impl HttpContext for Filter {
             return Action::Continue;
         }
 
+        for (n, v) in self.answer_quota_headers(index) {
+            if let Err(s) = abi::set_header(abi::RESPONSE_HEADERS, &n, &v) {
+                log::debug!("[{}] quota header {n} not set: {s}", self.id);
+            }
+        }
         let payloads = self
             .shared
             .as_ref()
@@ -571,7 +703,7 @@ impl HttpContext for Filter {
             }
         }
         if end_of_stream {
-            self.acct.complete();
+            self.completed();
         }
         Action::Continue
     }
@@ -605,7 +737,7 @@ impl HttpContext for Filter {
                     }
                 }
                 if end_of_stream {
-                    self.acct.complete();
+                    self.completed();
                 }
                 Action::Continue
             }

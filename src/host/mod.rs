@@ -11,9 +11,12 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::balancer::hash_bytes;
 use crate::balancer::RoundRobin;
 use crate::config::{self, Config};
-use crate::metrics::{Kind, Registry};
+use crate::flow;
+use crate::metrics::{self, name, Kind, Registry};
+use crate::ratelimit::{self, Limit, SetError, Store};
 
 thread_local! {
     /// Metric ids of this VM. Not per configuration: a configuration update must not define
@@ -42,6 +45,15 @@ pub fn count(name: &str, by: u64) {
     }
 }
 
+/// Sets gauge `name` (defined on first use).
+pub fn gauge(name: &str, value: u64) {
+    if let Some(id) = metric(Kind::Gauge, name) {
+        if let Err(s) = abi::record_metric(id, value) {
+            log::debug!("metric {name}: {s}");
+        }
+    }
+}
+
 /// Records `value` in histogram `name` (defined on first use).
 pub fn record(name: &str, value: u64) {
     if let Some(id) = metric(Kind::Histogram, name) {
@@ -59,6 +71,7 @@ pub fn model_label(model: &str) -> String {
 fn metric(kind: Kind, name: &str) -> Option<u32> {
     let abi_kind = match kind {
         Kind::Counter => abi::METRIC_COUNTER,
+        Kind::Gauge => abi::METRIC_GAUGE,
         Kind::Histogram => abi::METRIC_HISTOGRAM,
     };
     with_metrics(|reg| {
@@ -77,6 +90,34 @@ fn metric(kind: Kind, name: &str) -> Option<u32> {
 pub struct Shared {
     pub config: Config,
     rr: Cell<RoundRobin>,
+    /// Names this configuration's token counters in shared data.
+    pub scope: String,
+    /// Every token counter: (instance, consumer, key, limit).
+    counters: Vec<(usize, Option<String>, String, Limit)>,
+}
+
+/// Envoy's shared data (one store for all VMs of the process) as a rate-limit store.
+pub struct SharedData;
+
+impl Store for SharedData {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        abi::shared_data(key).map_err(|s| s.to_string())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        abi::set_shared_data(key, value, cas).map_err(|s| {
+            if s.0 == abi::CAS_MISMATCH {
+                SetError::CasMismatch
+            } else {
+                SetError::Other(s.to_string())
+            }
+        })
+    }
+}
+
+/// Seconds since the epoch, from the host's clock.
+pub fn now_secs() -> u64 {
+    abi::now_ns() / 1_000_000_000
 }
 
 impl Shared {
@@ -171,9 +212,32 @@ impl RootContext for Root {
                     "envoy-ai-proxy: configured with {} instance(s)",
                     c.instances.len()
                 );
+                // Counters belong to this filter configuration: its plugin name and content.
+                let plugin_name = abi::property(&["plugin_name"])
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let mut id = plugin_name;
+                id.push(0);
+                id.extend_from_slice(&bytes);
+                let scope = format!("{:016x}", hash_bytes(&id));
+                let counters = flow::counters(&c, &scope);
+                // Seed before any traffic, so every charge has a CAS token.
+                for (_, _, key, _) in &counters {
+                    if let Err(e) = ratelimit::seed(&SharedData, key) {
+                        log::warn!("envoy-ai-proxy: cannot seed counter {key}: {e}");
+                    }
+                }
+                if !counters.is_empty() {
+                    if let Err(s) = abi::set_tick_period_ms(1000) {
+                        log::warn!("envoy-ai-proxy: no tick for the counter gauges: {s}");
+                    }
+                }
                 self.config = Some(Rc::new(Shared {
                     config: c,
                     rr: Cell::new(RoundRobin::default()),
+                    scope,
+                    counters,
                 }));
                 true
             }
@@ -181,6 +245,27 @@ impl RootContext for Root {
                 log::error!("envoy-ai-proxy: invalid plugin configuration: {e}");
                 false
             }
+        }
+    }
+
+    /// Every second, the token counters as gauges, read from shared data: every VM writes
+    /// the same values, so the gauges show the shared counts.
+    fn on_tick(&mut self) {
+        let Some(shared) = self.config.as_ref() else {
+            return;
+        };
+        let now = now_secs();
+        for (index, consumer, key, limit) in &shared.counters {
+            let used = ratelimit::read(&SharedData, key, now, limit.window_secs).used;
+            let instance = shared
+                .config
+                .instances
+                .get(*index)
+                .map_or(String::new(), |i| metrics::label(&i.name));
+            let consumer = consumer
+                .as_deref()
+                .map_or("all".to_string(), metrics::label);
+            gauge(&name::ratelimit_used(&instance, &consumer), used);
         }
     }
 
