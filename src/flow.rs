@@ -5,6 +5,7 @@ use crate::balancer::RoundRobin;
 use crate::body::JsonBody;
 use crate::config::{Config, Instance, LimitSet};
 use crate::error::ProxyError;
+use crate::health;
 use crate::provider::shape::{self, ClientRequest, Upstream};
 use crate::provider::ApiKind;
 use crate::ratelimit::{self, Limit, Quota, Store};
@@ -232,17 +233,27 @@ fn rate_limited(config: &Config, limits: &Admission<'_>, index: usize) -> ProxyE
     }
 }
 
-/// Picks the instance for the next attempt among those not `tried` that offer this kind of
-/// request. `hash` is the request's key hash (consistent hashing only). With limits, an
-/// instance whose quota is spent is skipped when rate-limit fallback is on, and rejects the
-/// request when it is off.
+/// What keeps instances from being picked for this attempt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Availability<'a, 'c> {
+    /// Instances already tried for this request.
+    pub tried: &'a [bool],
+    /// The token limits, when configured.
+    pub limits: Option<&'a Admission<'c>>,
+    /// Instances the health checks have taken out.
+    pub unhealthy: &'a [bool],
+}
+
+/// Picks the instance for the next attempt among those not tried that offer this kind of
+/// request. `hash` is the request's key hash (consistent hashing only). Unhealthy instances
+/// are skipped unless every candidate is unhealthy. With limits, an instance whose quota is
+/// spent is skipped when rate-limit fallback is on, and rejects the request when it is off.
 pub fn pick(
     config: &Config,
     rr: &mut RoundRobin,
     hash: u64,
-    tried: &[bool],
     kind: ApiKind,
-    limits: Option<&Admission<'_>>,
+    avail: &Availability<'_, '_>,
 ) -> Result<usize, ProxyError> {
     let offers = |i: usize| {
         config
@@ -257,11 +268,18 @@ pub fn pick(
             kind: kind.name(),
         });
     }
-    let untried = |i: usize| offers(i) && !tried.get(i).copied().unwrap_or(false);
+    let flag = |v: &[bool], i: usize| v.get(i).copied().unwrap_or(false);
+    let limits = avail.limits;
+    let untried = |i: usize| offers(i) && !flag(avail.tried, i);
     let exhausted = |i: usize| limits.is_some_and(|l| l.exhausted(i));
     let skip_exhausted = config.fallback.rate_limiting;
-    let available = |i: usize| untried(i) && !(skip_exhausted && exhausted(i));
-    match config.balancer.pick(rr, hash, available) {
+    let candidate = |i: usize| untried(i) && !(skip_exhausted && exhausted(i));
+    let picked = config
+        .balancer
+        .pick(rr, hash, |i| candidate(i) && !flag(avail.unhealthy, i))
+        // Every candidate is unhealthy: better to try one than to refuse.
+        .or_else(|| config.balancer.pick(rr, hash, candidate));
+    match picked {
         Some(i) if exhausted(i) => Err(limits.map_or(ProxyError::NoInstanceAvailable, |l| {
             rate_limited(config, l, i)
         })),
@@ -281,6 +299,36 @@ pub fn pick(
             }
         }
     }
+}
+
+/// The shared-data keys of an instance's health: active (written by the prober) and
+/// passive (written by the workers that see its answers).
+pub fn health_keys(scope: &str, instance: &str) -> (String, String) {
+    (
+        format!("aiproxy.hc.{scope}.{instance}.active"),
+        format!("aiproxy.hc.{scope}.{instance}.passive"),
+    )
+}
+
+/// Which instances the health checks have taken out, read from the store.
+pub fn unhealthy(config: &Config, scope: &str, store: &dyn Store, now_ms: u64) -> Vec<bool> {
+    config
+        .instances
+        .iter()
+        .map(|inst| {
+            let (active_key, passive_key) = health_keys(scope, &inst.name);
+            let read = |key: &str| store.get(key).ok().and_then(|(v, _)| v);
+            let active_down = inst.active_check.is_some()
+                && read(&active_key)
+                    .and_then(|v| health::ActiveState::decode(&v))
+                    .is_some_and(|s| !s.healthy);
+            let passive_down = inst.passive_check.is_some()
+                && read(&passive_key)
+                    .and_then(|v| health::PassiveState::decode(&v))
+                    .is_some_and(|s| s.down(now_ms));
+            active_down || passive_down
+        })
+        .collect()
 }
 
 /// The upstream request of one attempt on instance `index`.
@@ -495,7 +543,13 @@ mod tests {
 
     fn plan(c: &Config, body: &[u8]) -> Result<(usize, ClientRequest, String), ProxyError> {
         let req = read_request(body)?;
-        let i = pick(c, &mut RoundRobin::default(), 0, &[], req.client.kind, None)?;
+        let i = pick(
+            c,
+            &mut RoundRobin::default(),
+            0,
+            req.client.kind,
+            &Availability::default(),
+        )?;
         let (_, up) = shape_for(c, i, &req)?;
         Ok((i, req.client.clone(), up.path.to_string()))
     }
@@ -527,15 +581,74 @@ mod tests {
         )
         .unwrap();
         let mut rr = RoundRobin::default();
-        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, None), Ok(0));
-        assert_eq!(pick(&c, &mut rr, 0, &[true], ApiKind::Chat, None), Ok(1));
-        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Embeddings, None), Ok(1));
         assert_eq!(
-            pick(&c, &mut rr, 0, &[false, true], ApiKind::Embeddings, None),
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    tried: &[],
+                    limits: None,
+                    ..Default::default()
+                }
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    tried: &[true],
+                    limits: None,
+                    ..Default::default()
+                }
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Embeddings,
+                &Availability {
+                    tried: &[],
+                    limits: None,
+                    ..Default::default()
+                }
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Embeddings,
+                &Availability {
+                    tried: &[false, true],
+                    limits: None,
+                    ..Default::default()
+                }
+            ),
             Ok(2)
         );
         assert_eq!(
-            pick(&c, &mut rr, 0, &[true, true, true], ApiKind::Chat, None),
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    tried: &[true, true, true],
+                    limits: None,
+                    ..Default::default()
+                }
+            ),
             Err(ProxyError::NoInstanceAvailable)
         );
     }
@@ -643,7 +756,20 @@ mod tests {
             let mut rr = RoundRobin::default();
             let adm = admission(&c, "s", None, &store, now);
             assert_eq!(adm.shown(0).map(|q| q.remaining), Some(10));
-            assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)), Ok(0));
+            assert_eq!(
+                pick(
+                    &c,
+                    &mut rr,
+                    0,
+                    ApiKind::Chat,
+                    &Availability {
+                        tried: &[],
+                        limits: Some(&adm),
+                        ..Default::default()
+                    }
+                ),
+                Ok(0)
+            );
         }
         // Spend a's quota.
         ratelimit::charge(&store, &counter_key("s", "a", None), now, 60, 31).unwrap();
@@ -653,9 +779,32 @@ mod tests {
         assert!(adm.exhausted(0));
         assert_eq!(adm.shown(0).map(|q| q.remaining), Some(0));
         let mut rr = RoundRobin::default();
-        assert_eq!(pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)), Ok(1));
+        assert_eq!(
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    tried: &[],
+                    limits: Some(&adm),
+                    ..Default::default()
+                }
+            ),
+            Ok(1)
+        );
         // b tried and failed: nothing left but a spent quota.
-        match pick(&c, &mut rr, 0, &[false, true], ApiKind::Chat, Some(&adm)) {
+        match pick(
+            &c,
+            &mut rr,
+            0,
+            ApiKind::Chat,
+            &Availability {
+                tried: &[false, true],
+                limits: Some(&adm),
+                ..Default::default()
+            },
+        ) {
             Err(ProxyError::RateLimited {
                 status,
                 message,
@@ -671,7 +820,17 @@ mod tests {
         let c = limited(false);
         let adm = admission(&c, "s", None, &store, now);
         assert!(matches!(
-            pick(&c, &mut rr, 0, &[], ApiKind::Chat, Some(&adm)),
+            pick(
+                &c,
+                &mut rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    tried: &[],
+                    limits: Some(&adm),
+                    ..Default::default()
+                }
+            ),
             Err(ProxyError::RateLimited { status: 429, .. })
         ));
     }
@@ -690,7 +849,17 @@ mod tests {
         assert!(!jane.exhausted(1) && jane.per_instance[1].is_none());
         // John's consumer limit inherits the route's message, not its status.
         let mut rr = RoundRobin::default();
-        match pick(&c, &mut rr, 0, &[true, false], ApiKind::Chat, Some(&john)) {
+        match pick(
+            &c,
+            &mut rr,
+            0,
+            ApiKind::Chat,
+            &Availability {
+                tried: &[true, false],
+                limits: Some(&john),
+                ..Default::default()
+            },
+        ) {
             Err(ProxyError::RateLimited {
                 status, message, ..
             }) => {
@@ -723,5 +892,54 @@ mod tests {
         );
         assert_eq!(keys(Some("nobody"), 1), vec![]);
         assert_eq!(counters(&c, "s").len(), 2);
+    }
+
+    #[test]
+    fn unhealthy_instances_are_skipped_unless_all_are() {
+        let c = config::parse(
+            br#"{"instances":[
+                {"name":"a","provider":"openai","priority":1,
+                 "checks":{"active":{"http_path":"/health"},"passive":{}}},
+                {"name":"b","provider":"openai"}]}"#,
+        )
+        .unwrap();
+        let store = Mem::default();
+        let now = 5_000_000;
+        assert_eq!(unhealthy(&c, "s", &store, now), vec![false, false]);
+        let (active, passive) = health_keys("s", "a");
+        let down = health::ActiveState {
+            healthy: false,
+            ..Default::default()
+        };
+        store.set(&active, &down.encode(), None).unwrap();
+        assert_eq!(unhealthy(&c, "s", &store, now), vec![true, false]);
+        store
+            .set(&active, &health::ActiveState::default().encode(), None)
+            .unwrap();
+        let out = health::PassiveState {
+            down_until_ms: now + 1,
+            ..Default::default()
+        };
+        store.set(&passive, &out.encode(), None).unwrap();
+        assert_eq!(unhealthy(&c, "s", &store, now), vec![true, false]);
+        assert_eq!(unhealthy(&c, "s", &store, now + 1), vec![false, false]);
+
+        let mut rr = RoundRobin::default();
+        let pick_with = |rr: &mut RoundRobin, unhealthy: &[bool]| {
+            pick(
+                &c,
+                rr,
+                0,
+                ApiKind::Chat,
+                &Availability {
+                    unhealthy,
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(pick_with(&mut rr, &[false, false]), Ok(0));
+        assert_eq!(pick_with(&mut rr, &[true, false]), Ok(1));
+        // All unhealthy: all are used, in their usual order.
+        assert_eq!(pick_with(&mut rr, &[true, true]), Ok(0));
     }
 }

@@ -8,6 +8,7 @@
 //! - `balancer`: priority groups, weighted round robin, consistent hashing.
 //! - `fallback`: which failed answers go to the next instance, and the final answer.
 //! - `flow`: the per-request decisions, phase by phase.
+//! - `health`: active-probe and passive health state machines.
 //! - `metrics`: metric names (instance and model as tags) and their registry.
 //! - `ratelimit`: token limits in fixed windows, counted with compare-and-swap.
 //! - `sse`: server-sent events framed across chunk boundaries.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod error;
 pub mod fallback;
 pub mod flow;
+pub mod health;
 pub mod metrics;
 pub mod provider;
 pub mod ratelimit;

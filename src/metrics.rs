@@ -60,6 +60,10 @@ pub mod name {
     pub fn fallbacks(instance: &str, reason: &str) -> String {
         format!("aiproxy.instance.{instance}.reason.{reason}.fallbacks_total")
     }
+    /// 1 while the health checks keep the instance in, 0 while they keep it out.
+    pub fn healthy(instance: &str) -> String {
+        format!("aiproxy.instance.{instance}.healthy")
+    }
     pub fn ratelimit_rejections(instance: &str) -> String {
         format!("aiproxy.instance.{instance}.ratelimit_rejections_total")
     }

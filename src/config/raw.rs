@@ -66,6 +66,58 @@ pub struct RawInstance {
     #[serde(rename = "override")]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
+    pub checks: Option<RawChecks>,
+}
+
+/// `checks` of an instance (APISIX upstream health checks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChecks {
+    pub active: Option<RawActive>,
+    pub passive: Option<RawPassive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActive {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub timeout: Option<f64>,
+    pub http_path: Option<String>,
+    pub host: Option<String>,
+    pub req_headers: Option<Vec<String>>,
+    pub healthy: Option<RawHealthy>,
+    pub unhealthy: Option<RawUnhealthy>,
+    // APISIX fields that Envoy's cluster decides: refused with a pointer.
+    pub port: Option<Value>,
+    pub https_verify_certificate: Option<Value>,
+    pub concurrency: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthy {
+    pub interval: Option<f64>,
+    pub successes: Option<u32>,
+    pub http_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnhealthy {
+    pub interval: Option<f64>,
+    pub http_failures: Option<u32>,
+    pub tcp_failures: Option<u32>,
+    pub timeouts: Option<u32>,
+    pub http_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub unhealthy: Option<RawUnhealthy>,
+    /// Seconds an instance stays out once tripped (not an APISIX field).
+    pub cooldown: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

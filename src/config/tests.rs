@@ -531,3 +531,109 @@ fn rate_limit_refusals_name_the_field() {
         assert_eq!(err.path, field, "{name}: {err}");
     }
 }
+
+#[test]
+fn health_checks() {
+    let c = parse_json(json!({"instances": [{
+        "name": "a", "provider": "openai",
+        "auth": {"header": {"Authorization": "Bearer k"}},
+        "checks": {
+            "active": {"type": "tcp", "timeout": 0.5, "http_path": "/v1/models", "host": "h",
+                       "req_headers": ["User-Agent: probe", "X-A:b"],
+                       "healthy": {"interval": 2, "successes": 3},
+                       "unhealthy": {"interval": 0.5, "tcp_failures": 4}},
+            "passive": {"unhealthy": {"http_statuses": [500], "http_failures": 2}, "cooldown": 30}
+        }
+    }]}))
+    .unwrap();
+    let i = &c.instances[0];
+    let a = i.active_check.as_ref().unwrap();
+    assert!(a.tcp);
+    assert_eq!(
+        (a.timeout_ms, a.healthy_interval_ms, a.unhealthy_interval_ms),
+        (500, 2000, 500)
+    );
+    assert_eq!(
+        (a.successes, a.tcp_failures, a.http_failures, a.timeouts),
+        (3, 4, 5, 3)
+    );
+    assert_eq!(a.healthy_statuses, vec![200, 302]);
+    assert_eq!(
+        a.headers,
+        vec![
+            ("authorization".into(), "Bearer k".into()),
+            ("user-agent".into(), "probe".into()),
+            ("x-a".into(), "b".into())
+        ]
+    );
+    let p = i.passive_check.as_ref().unwrap();
+    assert_eq!(
+        (
+            p.statuses.clone(),
+            p.http_failures,
+            p.timeouts,
+            p.cooldown_ms
+        ),
+        (vec![500], 2, 3, 30_000)
+    );
+
+    let checks = |c: serde_json::Value| json!({"instances": [{"name": "a", "provider": "openai", "checks": c}]});
+    let cases = [
+        (
+            "bad type",
+            checks(json!({"active": {"type": "grpc"}})),
+            "instances[0].checks.active.type",
+        ),
+        (
+            "port",
+            checks(json!({"active": {"port": 8080}})),
+            "instances[0].checks.active.port",
+        ),
+        (
+            "verify",
+            checks(json!({"active": {"https_verify_certificate": false}})),
+            "instances[0].checks.active.https_verify_certificate",
+        ),
+        (
+            "bad path",
+            checks(json!({"active": {"http_path": "health"}})),
+            "instances[0].checks.active.http_path",
+        ),
+        (
+            "bad header",
+            checks(json!({"active": {"req_headers": ["no colon"]}})),
+            "instances[0].checks.active.req_headers[0]",
+        ),
+        (
+            "zero timeout",
+            checks(json!({"active": {"timeout": 0}})),
+            "instances[0].checks.active.timeout",
+        ),
+        (
+            "zero successes",
+            checks(json!({"active": {"healthy": {"successes": 0}}})),
+            "instances[0].checks.active.healthy.successes",
+        ),
+        (
+            "bad status",
+            checks(json!({"active": {"unhealthy": {"http_statuses": [700]}}})),
+            "instances[0].checks.active.unhealthy.http_statuses",
+        ),
+        (
+            "passive interval",
+            checks(json!({"passive": {"unhealthy": {"interval": 1}}})),
+            "instances[0].checks.passive.unhealthy.interval",
+        ),
+        (
+            "unknown",
+            checks(json!({"active": {"intervall": 1}})),
+            "instances[0].checks.active.intervall",
+        ),
+    ];
+    for (name, cfg, field) in cases {
+        let err = parse_json(cfg)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+        assert_eq!(err.path, field, "{name}: {err}");
+    }
+}
