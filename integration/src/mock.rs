@@ -170,6 +170,8 @@ struct State {
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
     default: Reply,
+    /// Replies for one path (health probe paths, say), before the script and default.
+    by_path: std::collections::HashMap<String, Reply>,
 }
 
 /// A running mock. Dropping it does not stop the server task; it lives as long as the
@@ -221,6 +223,21 @@ impl MockLlm {
     /// Queues a reply for the next request (used once, in order).
     pub fn push(&self, reply: Reply) {
         self.lock().script.push_back(reply);
+    }
+
+    /// The reply for every request to `path` (it takes precedence over the queue).
+    pub fn set_path_reply(&self, path: &str, reply: Reply) {
+        self.lock().by_path.insert(path.to_string(), reply);
+    }
+
+    /// The requests to `path` so far.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 
     /// The reply for every request when the queue is empty.
@@ -285,7 +302,10 @@ impl MockLlm {
                 st.requests.remove(0);
             }
             st.requests.push(recorded.clone());
-            st.script.pop_front().unwrap_or_else(|| st.default.clone())
+            match st.by_path.get(&recorded.path) {
+                Some(r) => r.clone(),
+                None => st.script.pop_front().unwrap_or_else(|| st.default.clone()),
+            }
         };
         let reply = steer_from_headers(reply, &recorded);
 

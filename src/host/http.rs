@@ -16,7 +16,8 @@ use crate::balancer::{hash_bytes, Algorithm};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::fallback::{self, Failure, GiveUp};
-use crate::flow::{self, RequestHead};
+use crate::flow::{self, Availability, RequestHead};
+use crate::health::{self, Outcome, PassiveState};
 use crate::metrics::{self, name};
 use crate::provider::shape::Upstream;
 use crate::ratelimit::{self, Quota};
@@ -189,17 +190,15 @@ impl Filter {
         if let Some(l) = &limits {
             self.shown = (0..config.instances.len()).map(|i| l.shown(i)).collect();
         }
+        let unhealthy = health_now(shared);
         let planned = flow::read_request(&body).and_then(|req| {
-            let index = shared.with_rr(|rr| {
-                flow::pick(
-                    config,
-                    rr,
-                    self.hash,
-                    &tried,
-                    req.client.kind,
-                    limits.as_ref(),
-                )
-            })?;
+            let avail = Availability {
+                tried: &tried,
+                limits: limits.as_ref(),
+                unhealthy: &unhealthy,
+            };
+            let index =
+                shared.with_rr(|rr| flow::pick(config, rr, self.hash, req.client.kind, &avail))?;
             let (instance, up) = flow::shape_for(config, index, &req)?;
             apply(config, &up, body.len())?;
             log::debug!(
@@ -295,18 +294,15 @@ impl Filter {
                 now_secs(),
             )
         });
+        let unhealthy = health_now(shared);
         while may {
+            let avail = Availability {
+                tried: &retry.tried,
+                limits: limits.as_ref(),
+                unhealthy: &unhealthy,
+            };
             let index = shared
-                .with_rr(|rr| {
-                    flow::pick(
-                        config,
-                        rr,
-                        self.hash,
-                        &retry.tried,
-                        req.client.kind,
-                        limits.as_ref(),
-                    )
-                })
+                .with_rr(|rr| flow::pick(config, rr, self.hash, req.client.kind, &avail))
                 .ok()?;
             let (instance, up) = flow::shape_for(config, index, &req).ok()?;
             let body = up
@@ -345,6 +341,7 @@ impl Filter {
                     if let Some(t) = retry.tried.get_mut(index) {
                         *t = true;
                     }
+                    observe(shared, self.id, index, Outcome::ConnectFailure, None);
                     retry.failures.push(Failure {
                         instance: index,
                         status: 503,
@@ -387,6 +384,82 @@ impl Filter {
                 self.send(502, &headers, last_body);
             }
         }
+    }
+}
+
+/// Which instances the health checks have taken out right now (empty without checks).
+fn health_now(shared: &Shared) -> Vec<bool> {
+    let config = &shared.config;
+    if !config
+        .instances
+        .iter()
+        .any(|i| i.active_check.is_some() || i.passive_check.is_some())
+    {
+        return Vec::new();
+    }
+    flow::unhealthy(
+        config,
+        &shared.scope,
+        &SharedData,
+        abi::now_ns() / 1_000_000,
+    )
+}
+
+/// A real answer from instance `index` feeds its passive check (compare-and-swap, so every
+/// worker's observations count).
+fn observe(shared: &Shared, id: u32, index: usize, outcome: Outcome, retry_after: Option<u64>) {
+    let Some(inst) = shared.config.instances.get(index) else {
+        return;
+    };
+    let Some(check) = inst.passive_check.as_ref() else {
+        return;
+    };
+    let (_, key) = flow::health_keys(&shared.scope, &inst.name);
+    let now_ms = abi::now_ns() / 1_000_000;
+    for _ in 0..ratelimit::MAX_CAS_RETRIES {
+        let Ok((value, cas)) = abi::shared_data(&key) else {
+            return;
+        };
+        let state = value
+            .as_deref()
+            .and_then(PassiveState::decode)
+            .unwrap_or_default();
+        let Some((next, taken_out)) = state.after(check, outcome, retry_after, now_ms) else {
+            return;
+        };
+        match abi::set_shared_data(&key, &next.encode(), cas) {
+            Ok(()) => {
+                if taken_out {
+                    log::warn!(
+                        "[{id}] envoy-ai-proxy: instance {} taken out for {} ms after {:?}",
+                        inst.name,
+                        next.down_until_ms.saturating_sub(now_ms),
+                        outcome
+                    );
+                }
+                return;
+            }
+            Err(s) if s.0 == abi::CAS_MISMATCH => continue,
+            Err(s) => {
+                log::debug!("[{id}] passive health of {} not saved: {s}", inst.name);
+                return;
+            }
+        }
+    }
+}
+
+/// What an answer through the route says of the instance: Envoy's own replies tell a
+/// timeout or a failed connection from a real status.
+fn route_outcome(status: u32, details: Option<&str>) -> Outcome {
+    match details {
+        Some("response_timeout") | Some("upstream_per_try_timeout") => Outcome::Timeout,
+        Some(d)
+            if d.starts_with("upstream_reset_before_response_started")
+                || d == "no_healthy_upstream" =>
+        {
+            Outcome::ConnectFailure
+        }
+        _ => Outcome::Status(status),
     }
 }
 
@@ -493,6 +566,9 @@ impl Context for Filter {
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
         // Envoy answers a callout it could not complete with 503 (reset) or 504 (timeout).
+        let outcome = health::classify_callout(status, &body);
+        let retry_after = header("retry-after").and_then(fallback::retry_after_secs);
+        observe(&shared, self.id, index, outcome, retry_after);
         let failed = status == 0 || shared.config.fallback.is_retriable(status);
         if failed {
             let details = if status == 504 && body.starts_with(b"upstream request timeout") {
@@ -647,11 +723,22 @@ impl HttpContext for Filter {
         };
 
         if let Some(shared) = self.shared.clone() {
-            if self.retry.is_some() && shared.config.fallback.is_retriable(status) {
-                let retry_after = abi::header(abi::RESPONSE_HEADERS, "retry-after")
+            let retry_after = if status == 429 {
+                abi::header(abi::RESPONSE_HEADERS, "retry-after")
                     .ok()
                     .flatten()
-                    .and_then(|v| fallback::retry_after_secs(&v));
+                    .and_then(|v| fallback::retry_after_secs(&v))
+            } else {
+                None
+            };
+            observe(
+                &shared,
+                self.id,
+                index,
+                route_outcome(status, details.as_deref()),
+                retry_after,
+            );
+            if self.retry.is_some() && shared.config.fallback.is_retriable(status) {
                 let failure = Failure {
                     instance: index,
                     status,

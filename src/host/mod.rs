@@ -4,6 +4,7 @@
 mod abi;
 mod account;
 mod http;
+mod prober;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -132,7 +133,9 @@ impl Shared {
 
 proxy_wasm::main! {{
     init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { config: None, prober: None })
+    });
 }}
 
 /// Routes the `log` crate to Envoy's log through the non-panicking ABI call.
@@ -187,9 +190,23 @@ fn sync_log_level() {
 
 struct Root {
     config: Option<Rc<Shared>>,
+    /// Active health checks, when any instance has them.
+    prober: Option<prober::Prober>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let (Some(p), Some(shared)) = (self.prober.as_mut(), self.config.as_ref()) {
+            p.on_response(shared, token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -228,17 +245,31 @@ impl RootContext for Root {
                         log::warn!("envoy-ai-proxy: cannot seed counter {key}: {e}");
                     }
                 }
-                if !counters.is_empty() {
-                    if let Err(s) = abi::set_tick_period_ms(1000) {
-                        log::warn!("envoy-ai-proxy: no tick for the counter gauges: {s}");
+                let active = c.instances.iter().any(|i| i.active_check.is_some());
+                let checks = active || c.instances.iter().any(|i| i.passive_check.is_some());
+                let tick = if active {
+                    prober::TICK_MS
+                } else if checks || !counters.is_empty() {
+                    1000
+                } else {
+                    0
+                };
+                if tick > 0 {
+                    if let Err(s) = abi::set_tick_period_ms(tick) {
+                        log::warn!("envoy-ai-proxy: no tick for probes and gauges: {s}");
                     }
                 }
-                self.config = Some(Rc::new(Shared {
+                let shared = Rc::new(Shared {
                     config: c,
                     rr: Cell::new(RoundRobin::default()),
                     scope,
                     counters,
-                }));
+                });
+                if checks {
+                    prober::Prober::seed(&shared);
+                }
+                self.prober = active.then(prober::Prober::new);
+                self.config = Some(shared);
                 true
             }
             Err(e) => {
@@ -251,9 +282,26 @@ impl RootContext for Root {
     /// Every second, the token counters as gauges, read from shared data: every VM writes
     /// the same values, so the gauges show the shared counts.
     fn on_tick(&mut self) {
-        let Some(shared) = self.config.as_ref() else {
+        let Some(shared) = self.config.clone() else {
             return;
         };
+        if let Some(p) = self.prober.as_mut() {
+            p.tick(&shared);
+        }
+        let down = flow::unhealthy(
+            &shared.config,
+            &shared.scope,
+            &SharedData,
+            abi::now_ns() / 1_000_000,
+        );
+        for (inst, down) in shared.config.instances.iter().zip(down) {
+            if inst.active_check.is_some() || inst.passive_check.is_some() {
+                gauge(
+                    &name::healthy(&metrics::label(&inst.name)),
+                    u64::from(!down),
+                );
+            }
+        }
         let now = now_secs();
         for (index, consumer, key, limit) in &shared.counters {
             let used = ratelimit::read(&SharedData, key, now, limit.window_secs).used;
