@@ -80,6 +80,31 @@ struct Envelope {
     choices: Option<Vec<Choice>>,
 }
 
+/// The same without the text (payload logging off): choices are only counted.
+#[derive(Deserialize)]
+struct Counted {
+    model: Option<String>,
+    usage: Option<RawUsage>,
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl From<Counted> for Envelope {
+    fn from(c: Counted) -> Envelope {
+        Envelope {
+            model: c.model,
+            usage: c.usage,
+            choices: c.choices.map(|v| {
+                v.into_iter()
+                    .map(|_| Choice {
+                        message: None,
+                        delta: None,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
 /// Reads one response as it passes.
 #[derive(Debug)]
 pub struct Meter {
@@ -156,7 +181,7 @@ impl Meter {
             }
             None => {
                 let body = std::mem::take(&mut self.json);
-                if let Ok(env) = serde_json::from_slice::<Envelope>(&body) {
+                if let Some(env) = self.envelope(&body) {
                     self.read(env);
                 }
                 None
@@ -169,7 +194,7 @@ impl Meter {
         if !data.starts_with(b"{") {
             return Verdict::Keep;
         }
-        let Ok(env) = serde_json::from_slice::<Envelope>(data) else {
+        let Some(env) = self.envelope(data) else {
             return Verdict::Keep;
         };
         let usage_only = env.usage.is_some() && env.choices.as_ref().is_some_and(Vec::is_empty);
@@ -178,6 +203,17 @@ impl Meter {
             Verdict::Drop
         } else {
             Verdict::Keep
+        }
+    }
+
+    /// Parses a body or event; the text is only built when payloads are logged.
+    fn envelope(&self, data: &[u8]) -> Option<Envelope> {
+        if self.text.is_some() {
+            serde_json::from_slice::<Envelope>(data).ok()
+        } else {
+            serde_json::from_slice::<Counted>(data)
+                .ok()
+                .map(Envelope::from)
         }
     }
 

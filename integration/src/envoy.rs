@@ -388,6 +388,11 @@ impl Envoy {
         format!("http://127.0.0.1:{}{}", self.admin_port, path)
     }
 
+    /// The Envoy process id (for CPU and memory readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }

@@ -167,7 +167,7 @@ impl Reply {
 struct State {
     /// When each paced body chunk was handed to the connection.
     sent: Vec<std::time::Instant>,
-    requests: Vec<Recorded>,
+    requests: VecDeque<Recorded>,
     script: VecDeque<Reply>,
     default: Reply,
     /// Replies for one path (health probe paths, say), before the script and default.
@@ -246,7 +246,7 @@ impl MockLlm {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.lock().requests.clone()
+        self.lock().requests.iter().cloned().collect()
     }
 
     pub fn count(&self) -> usize {
@@ -254,7 +254,7 @@ impl MockLlm {
     }
 
     pub fn last(&self) -> Option<Recorded> {
-        self.lock().requests.last().cloned()
+        self.lock().requests.back().cloned()
     }
 
     /// When each paced (streamed) body chunk was written, in order.
@@ -299,9 +299,9 @@ impl MockLlm {
             let mut st = self.lock();
             // Bounded, so that a long-running mock (demo, benchmarks) keeps its memory flat.
             if st.requests.len() >= MAX_RECORDED {
-                st.requests.remove(0);
+                st.requests.pop_front();
             }
-            st.requests.push(recorded.clone());
+            st.requests.push_back(recorded.clone());
             match st.by_path.get(&recorded.path) {
                 Some(r) => r.clone(),
                 None => st.script.pop_front().unwrap_or_else(|| st.default.clone()),

@@ -64,6 +64,13 @@ fn every_bootstrap_validates() {
     .unwrap();
     validate(&multi).unwrap();
 
+    let bench = render(
+        "bench.yaml",
+        &[("FILTERS", String::new()), ("CLUSTERS", "[]".to_string())],
+    )
+    .unwrap();
+    validate(&bench).unwrap();
+
     // Every file in envoy/ is covered above: a new bootstrap needs a line here.
     let mut files: Vec<String> = std::fs::read_dir(envoy::repo_root().join("envoy"))
         .unwrap()
@@ -74,6 +81,7 @@ fn every_bootstrap_validates() {
     assert_eq!(
         files,
         [
+            "bench.yaml",
             "demo.yaml",
             "integration-two-listeners.yaml",
             "integration.yaml",

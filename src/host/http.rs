@@ -22,8 +22,7 @@ use crate::metrics::{self, name};
 use crate::provider::shape::Upstream;
 use crate::ratelimit::{self, Quota};
 
-/// The client's Envoy-specific timeout headers would override the filter's.
-const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
+/// Envoy's total timeout for the request; the filter's value replaces any client's.
 const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 
 enum State {
@@ -69,6 +68,8 @@ pub struct Filter {
     /// Per instance, the quota to show in the response headers (from admission).
     shown: Vec<Option<Quota>>,
     charged: bool,
+    /// The client sent the body chunked (no content-length).
+    chunked: bool,
 }
 
 impl Filter {
@@ -84,6 +85,7 @@ impl Filter {
             consumer: None,
             shown: Vec::new(),
             charged: false,
+            chunked: false,
         }
     }
 
@@ -200,7 +202,7 @@ impl Filter {
             let index =
                 shared.with_rr(|rr| flow::pick(config, rr, self.hash, req.client.kind, &avail))?;
             let (instance, up) = flow::shape_for(config, index, &req)?;
-            apply(config, &up, body.len())?;
+            apply(config, &up, body.len(), self.chunked)?;
             log::debug!(
                 "[{}] {} request to instance {} (cluster {})",
                 self.id,
@@ -487,11 +489,17 @@ fn remove_request_header(name: &str) -> Result<(), ProxyError> {
 
 /// Rewrites the paused request for its upstream. Any failure stops the request: a request
 /// half-shaped (say, without its routing header) must not go out.
-fn apply(config: &Config, up: &Upstream<'_>, body_size: usize) -> Result<(), ProxyError> {
+fn apply(
+    config: &Config,
+    up: &Upstream<'_>,
+    body_size: usize,
+    chunked: bool,
+) -> Result<(), ProxyError> {
     set_request_header(&config.cluster_header, up.cluster)?;
     set_request_header(":authority", up.authority)?;
     set_request_header(":path", up.path)?;
-    if up.drop_client_authorization {
+    // Setting an `authorization` auth header replaces the client's anyway.
+    if up.drop_client_authorization && !up.auth_headers.iter().any(|(n, _)| n == "authorization") {
         remove_request_header("authorization")?;
     }
     for (name, value) in up.auth_headers {
@@ -501,24 +509,36 @@ fn apply(config: &Config, up: &Upstream<'_>, body_size: usize) -> Result<(), Pro
     // the total limit is lifted and the route's `idle_timeout` bounds the silence instead.
     let timeout_ms = if up.stream { 0 } else { config.timeout_ms };
     set_request_header(TIMEOUT_HEADER, &timeout_ms.to_string())?;
-    remove_request_header(PER_TRY_TIMEOUT_HEADER)?;
+    // A client's per-try timeout can only shorten its own request (Envoy caps it at the
+    // total, which the filter sets): it is left alone.
     if let Some(new_body) = &up.body {
         abi::set_buffer(abi::REQUEST_BODY, 0, body_size, new_body.as_bytes())
             .map_err(|s| internal("replace the request body", s))?;
         // Envoy does not fix content-length after a body change; a stale one desynchronises
         // the upstream connection.
         set_request_header("content-length", &new_body.len().to_string())?;
-        remove_request_header("transfer-encoding")?;
+        if chunked {
+            remove_request_header("transfer-encoding")?;
+        }
     }
     Ok(())
 }
 
-/// Request attributes for the consistent-hashing key, read from the paused request.
-struct HostAttrs;
+/// A header of a map read with `abi::headers` (names are lower case).
+fn header_in<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
 
-impl RequestAttrs for HostAttrs {
+/// Request attributes for the consistent-hashing key: the request's headers, and the
+/// client address (read only when the key needs it).
+struct MapAttrs<'h>(&'h [(String, String)]);
+
+impl RequestAttrs for MapAttrs<'_> {
     fn header(&self, name: &str) -> Option<String> {
-        abi::header(abi::REQUEST_HEADERS, name).ok().flatten()
+        header_in(self.0, name).map(str::to_string)
     }
 
     fn source_address(&self) -> Option<String> {
@@ -527,14 +547,6 @@ impl RequestAttrs for HostAttrs {
             .flatten()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
-}
-
-fn response_status(map: u32) -> u32 {
-    abi::header(map, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(0)
 }
 
 impl Context for Filter {
@@ -637,36 +649,33 @@ impl HttpContext for Filter {
             log::error!("[{}] {}", self.id, e.message());
             return self.reply(&e);
         }
-        let read = |name| abi::header(abi::REQUEST_HEADERS, name).ok().flatten();
-        let (method, content_type, content_length) = (
-            read(":method"),
-            read("content-type"),
-            read("content-length"),
-        );
+        // One read of the whole map: each host read costs about as much as a dozen writes.
+        let headers = abi::headers(abi::REQUEST_HEADERS).unwrap_or_default();
+        let get = |name: &str| header_in(&headers, name);
         let head = RequestHead {
-            method: method.as_deref(),
-            content_type: content_type.as_deref(),
-            content_length: content_length.as_deref(),
+            method: get(":method"),
+            content_type: get("content-type"),
+            content_length: get("content-length"),
             end_of_stream,
         };
         if let Err(e) = flow::check_head(config, &head) {
             return self.reply(&e);
         }
+        self.chunked = get("transfer-encoding").is_some();
         if let (Algorithm::ConsistentHash, Some(source)) =
             (config.balancer.algorithm(), config.hash_key.as_ref())
         {
-            let key = key::resolve(source, &HostAttrs, &config.consumer_header);
+            let key = key::resolve(source, &MapAttrs(&headers), &config.consumer_header);
             self.hash = hash_bytes(key.as_bytes());
         }
         if !config.rate_limits.consumers.is_empty() {
-            self.consumer = abi::header(abi::REQUEST_HEADERS, &config.consumer_header)
-                .ok()
-                .flatten()
-                .filter(|c| !c.is_empty());
+            self.consumer = get(&config.consumer_header)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
         }
         if config.fallback.retries_answers() && config.instances.len() > 1 {
             // As the client sent them: a fallback must not inherit the first instance's edits.
-            self.client_headers = abi::headers(abi::REQUEST_HEADERS).unwrap_or_default();
+            self.client_headers = headers;
         }
         // Routing is decided from the body: hold the headers (this needs
         // `allow_on_headers_stop_iteration: true` in the Wasm filter config).
@@ -712,7 +721,11 @@ impl HttpContext for Filter {
         let State::Forwarded(index) = self.state else {
             return Action::Continue;
         };
-        let status = response_status(abi::RESPONSE_HEADERS);
+        // One read of the whole map (see the request side).
+        let headers = abi::headers(abi::RESPONSE_HEADERS).unwrap_or_default();
+        let status = header_in(&headers, ":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
         let details = if status >= 500 {
             abi::property(&["response", "code_details"])
                 .ok()
@@ -723,14 +736,8 @@ impl HttpContext for Filter {
         };
 
         if let Some(shared) = self.shared.clone() {
-            let retry_after = if status == 429 {
-                abi::header(abi::RESPONSE_HEADERS, "retry-after")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| fallback::retry_after_secs(&v))
-            } else {
-                None
-            };
+            let retry_after =
+                header_in(&headers, "retry-after").and_then(fallback::retry_after_secs);
             observe(
                 &shared,
                 self.id,
@@ -778,11 +785,8 @@ impl HttpContext for Filter {
             .shared
             .as_ref()
             .is_some_and(|s| s.config.logging.payloads);
-        let content_type = abi::header(abi::RESPONSE_HEADERS, "content-type")
-            .ok()
-            .flatten();
-        self.acct
-            .begin_response(status, content_type.as_deref(), payloads);
+        let content_type = header_in(&headers, "content-type");
+        self.acct.begin_response(status, content_type, payloads);
         if self.acct.rewrites_body() {
             // The usage-only event will be cut out: the length changes.
             if let Err(s) = abi::remove_header(abi::RESPONSE_HEADERS, "content-length") {
