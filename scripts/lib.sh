@@ -42,6 +42,23 @@ ensure_envoy() {
     "$ENVOY" --version >/dev/null
 }
 
+# Python tools the tests use, in the same virtualenv: the official OpenAI SDK (as a real
+# client), jsonschema (the configuration schema) and PyYAML (manifest checks).
+PYTHON_TOOLS=("openai==3.57.0" "jsonschema==4.26.0" "PyYAML==6.0.4")
+ensure_python_tools() {
+    ensure_envoy
+    if "$VENV/bin/python" - "${PYTHON_TOOLS[@]}" <<'PY' 2>/dev/null; then return; fi
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    if version(name) != want:
+        sys.exit(1)
+PY
+    say "installing ${PYTHON_TOOLS[*]} into .venv"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+}
+
 build_wasm() {
     say "building the filter (wasm32-wasip1, release)"
     (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip1 -p envoy-ai-proxy)
