@@ -3,6 +3,7 @@
 //!
 //! Everything that decides is plain Rust, tested natively; only `host` talks to Envoy.
 //! - `config`: the plugin configuration, parsed and validated once.
+//! - `clusters`: the Envoy clusters a configuration needs (for generated bootstraps).
 //! - `provider`: provider defaults, endpoints, and request shaping.
 //! - `body`: the client's JSON body, located and patched in place.
 //! - `balancer`: priority groups, weighted round robin, consistent hashing.
@@ -33,6 +34,7 @@
 
 pub mod balancer;
 pub mod body;
+pub mod clusters;
 pub mod config;
 pub mod error;
 pub mod fallback;

@@ -130,6 +130,8 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub authority: String,
+    /// Whether the provider is reached over TLS (`https://`, or a public provider).
+    pub tls: bool,
     /// Full `:path` (query included) for chat; for embeddings `None` when the provider has
     /// no embeddings API and no endpoint path was configured.
     pub chat_path: Option<String>,
@@ -190,6 +192,7 @@ pub fn target(
     };
     Target {
         authority,
+        tls: endpoint.is_none_or(|e| e.tls),
         chat_path: path_for(ApiKind::Chat),
         embeddings_path: path_for(ApiKind::Embeddings),
     }
