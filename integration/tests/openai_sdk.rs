@@ -1,0 +1,62 @@
+//! The official `openai` Python SDK, unchanged, as a client through the real Envoy and the
+//! filter (integration/python/openai_client.py): chat, streaming, embeddings, errors.
+
+use std::process::Command;
+
+use integration::envoy::repo_root;
+use integration::{Envoy, MockLlm};
+use serde_json::json;
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| {
+        repo_root()
+            .join(".venv/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_works_unchanged() {
+    let mock = MockLlm::start().await.unwrap();
+    let open = Envoy::with_config(&json!({
+        "provider": "openai",
+        "auth": {"header": {"Authorization": "Bearer sk-gateway"}}
+    }))
+    .cluster("openai", mock.port())
+    .start()
+    .await
+    .unwrap();
+    let limited = Envoy::with_config(&json!({
+        "provider": "deepseek",
+        "rate_limiting": {"limit": 1, "time_window": 3600, "rejected_msg": "quota exhausted for the demo"}
+    }))
+    .cluster("deepseek", mock.port())
+    .start()
+    .await
+    .unwrap();
+
+    let base = open.url("");
+    let tight = limited.url("");
+    let script = repo_root().join("integration/python/openai_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .arg(base)
+            .arg(tight)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run python (scripts/test.sh installs the openai SDK into .venv)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK checks failed:\n{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    // The SDK's own key stayed with the gateway: the provider got the configured one.
+    assert!(mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/"))
+        .all(|r| r.header("authorization") == Some("Bearer sk-gateway")));
+}
