@@ -599,7 +599,7 @@ fn compile_fallback(
                 return Err(ConfigError::new(
                     "fallback_strategy",
                     format!(
-                        "unknown strategy `{other}`; supported: instance_health_and_rate_limiting,                          http_429, http_5xx, or an array of rate_limiting, http_429, http_5xx"
+                        "unknown strategy `{other}`; supported: instance_health_and_rate_limiting, http_429, http_5xx, or an array of rate_limiting, http_429, http_5xx"
                     ),
                 ))
             }
@@ -616,7 +616,7 @@ fn compile_fallback(
                         return Err(ConfigError::new(
                             "fallback_strategy",
                             format!(
-                                "unknown strategy `{other}` in the array; supported:                                  rate_limiting, http_429, http_5xx"
+                                "unknown strategy `{other}` in the array; supported: rate_limiting, instance_health_and_rate_limiting, http_429, http_5xx"
                             ),
                         ))
                     }
