@@ -455,3 +455,37 @@ fn futures_iter(
     }
     Iter(items.into_iter())
 }
+
+/// A client cannot make Envoy retry (and bill) the provider again, nor stretch timeouts,
+/// with Envoy's own control headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_cannot_steer_envoy_retries() {
+    let mock = MockLlm::start().await.unwrap();
+    mock.set_default(Reply::status(503));
+    let envoy = Envoy::with_config(&json!({"provider": "openai"}))
+        .cluster("openai", mock.port())
+        .start()
+        .await
+        .unwrap();
+    let resp = envoy
+        .client()
+        .post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-envoy-retry-on", "5xx,retriable-status-codes")
+        .header("x-envoy-retriable-status-codes", "503")
+        .header("x-envoy-max-retries", "3")
+        .body(hello().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        mock.count(),
+        1,
+        "the provider was called {} times",
+        mock.count()
+    );
+    let r = mock.last().unwrap();
+    assert_eq!(r.header("x-envoy-retry-on"), None);
+    assert_eq!(r.header("x-envoy-max-retries"), None);
+}

@@ -112,6 +112,20 @@ impl Filter {
         Action::Pause
     }
 
+    /// This request's token limits, read from shared data (`None` without limits).
+    fn admission<'c>(&self, shared: &'c Shared) -> Option<flow::Admission<'c>> {
+        let config = &shared.config;
+        config.rate_limits.any().then(|| {
+            flow::admission(
+                config,
+                &shared.scope,
+                self.consumer.as_deref(),
+                &SharedData,
+                now_secs(),
+            )
+        })
+    }
+
     /// The quota headers of the instance that answers.
     fn answer_quota_headers(&self, index: usize) -> Vec<(String, String)> {
         let (Some(shared), Some(Some(q))) = (self.shared.as_ref(), self.shown.get(index)) else {
@@ -180,15 +194,7 @@ impl Filter {
         };
         let tried = vec![false; config.instances.len()];
         let payloads = config.logging.payloads;
-        let limits = config.rate_limits.any().then(|| {
-            flow::admission(
-                config,
-                &shared.scope,
-                self.consumer.as_deref(),
-                &SharedData,
-                now_secs(),
-            )
-        });
+        let limits = self.admission(shared);
         if let Some(l) = &limits {
             self.shown = (0..config.instances.len()).map(|i| l.shown(i)).collect();
         }
@@ -287,15 +293,7 @@ impl Filter {
         let mut retries_done =
             u32::try_from(retry.failures.len().saturating_sub(1)).unwrap_or(u32::MAX);
         let mut may = config.fallback.may_retry(retries_done, attempt_ms);
-        let limits = config.rate_limits.any().then(|| {
-            flow::admission(
-                config,
-                &shared.scope,
-                self.consumer.as_deref(),
-                &SharedData,
-                now_secs(),
-            )
-        });
+        let limits = self.admission(shared);
         let unhealthy = health_now(shared);
         while may {
             let avail = Availability {
