@@ -12,6 +12,17 @@ pub enum Outcome {
     ConnectFailure,
 }
 
+impl Outcome {
+    /// The reason recorded for a failed attempt (`llm_fallback_reason`, metrics).
+    pub fn reason(&self) -> String {
+        match self {
+            Outcome::Status(s) => format!("http_{s}"),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::ConnectFailure => "connect_failure".into(),
+        }
+    }
+}
+
 /// Tells Envoy's synthesized callout answers apart from real ones: a refused or reset
 /// connection comes as 503 with a "reset reason" body, a timeout as 504 "upstream request
 /// timeout".
@@ -421,6 +432,22 @@ mod tests {
         assert_eq!(
             PassiveState::default().after(&c, Outcome::Status(429), None, 5000),
             None
+        );
+    }
+
+    #[test]
+    fn reasons_match_the_route_path() {
+        assert_eq!(
+            Outcome::Status(503).reason(),
+            crate::fallback::reason(503, None)
+        );
+        assert_eq!(
+            Outcome::Timeout.reason(),
+            crate::fallback::reason(504, Some("response_timeout"))
+        );
+        assert_eq!(
+            Outcome::ConnectFailure.reason(),
+            crate::fallback::reason(503, Some("upstream_reset_before_response_started{x}"))
         );
     }
 

@@ -451,3 +451,28 @@ async fn embeddings_skip_instances_without_embeddings() {
     assert_eq!(m[0].last().unwrap().path, "/chat/completions");
     assert_eq!((m[0].count(), m[1].count()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_instance_met_by_a_fallback_is_a_connect_failure() {
+    let m = mocks(2).await;
+    m[0].set_default(Reply::status(500));
+    let mut b = Envoy::with_config(&json!({
+        "fallback_strategy": "http_5xx",
+        "instances": [
+            instance("a", json!({"priority": 2})),
+            instance("dead", json!({"priority": 1})),
+            instance("c", json!({}))
+        ]
+    }));
+    b = b
+        .cluster("a", m[0].port())
+        .cluster("dead", free_port())
+        .cluster("c", m[1].port());
+    let envoy = b.start().await.unwrap();
+    let resp = envoy.chat(&hello()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let log = envoy.access_log(1).await;
+    assert_eq!(log[0]["llm_instance"], "c");
+    assert_eq!(log[0]["llm_attempts"], "3");
+    assert_eq!(log[0]["llm_fallback_reason"], "http_500,connect_failure");
+}

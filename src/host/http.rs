@@ -581,16 +581,11 @@ impl Context for Filter {
         observe(&shared, self.id, index, outcome, retry_after);
         let failed = status == 0 || shared.config.fallback.is_retriable(status);
         if failed {
-            let details = if status == 504 && body.starts_with(b"upstream request timeout") {
-                Some("response_timeout")
-            } else {
-                None
-            };
             let failure = Failure {
                 instance: index,
                 status,
-                retry_after: header("retry-after").and_then(fallback::retry_after_secs),
-                reason: fallback::reason(status, details),
+                retry_after,
+                reason: outcome.reason(),
             };
             if self.try_next(&shared, failure) {
                 return;
