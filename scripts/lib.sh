@@ -59,6 +59,15 @@ PY
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
 }
 
+# The official openai npm package (pinned in integration/node/package-lock.json).
+ensure_node_tools() {
+    command -v node >/dev/null || { echo "node is required for the npm SDK test" >&2; exit 1; }
+    if [ ! -d "$ROOT/integration/node/node_modules/openai" ]; then
+        say "installing the openai npm package (integration/node)"
+        (cd "$ROOT/integration/node" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
 build_wasm() {
     say "building the filter (wasm32-wasip1, release)"
     (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip1 -p envoy-ai-proxy)

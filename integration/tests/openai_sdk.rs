@@ -1,5 +1,6 @@
-//! The official `openai` Python SDK, unchanged, as a client through the real Envoy and the
-//! filter (integration/python/openai_client.py): chat, streaming, embeddings, errors.
+//! The official `openai` SDKs, unchanged, as clients through the real Envoy and the filter:
+//! Python (integration/python/openai_client.py) and npm (integration/node/openai_client.mjs):
+//! chat, streaming, embeddings, errors.
 
 use std::process::Command;
 
@@ -59,4 +60,38 @@ async fn openai_python_sdk_works_unchanged() {
         .iter()
         .filter(|r| r.path.starts_with("/v1/"))
         .all(|r| r.header("authorization") == Some("Bearer sk-gateway")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_npm_sdk_works_unchanged() {
+    let mock = MockLlm::start().await.unwrap();
+    let open = Envoy::with_config(&json!({"provider": "openai"}))
+        .cluster("openai", mock.port())
+        .start()
+        .await
+        .unwrap();
+    let limited = Envoy::with_config(&json!({
+        "provider": "deepseek",
+        "rate_limiting": {"limit": 1, "time_window": 3600, "rejected_msg": "quota exhausted for the demo"}
+    }))
+    .cluster("deepseek", mock.port())
+    .start()
+    .await
+    .unwrap();
+    let (base, tight) = (open.url(""), limited.url(""));
+    let script = repo_root().join("integration/node/openai_client.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(std::env::var("NODE").unwrap_or_else(|_| "node".into()))
+            .arg(script)
+            .arg(base)
+            .arg(tight)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run node (scripts/test.sh installs the openai npm package)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the npm SDK checks failed:\n{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
 }
