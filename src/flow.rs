@@ -139,29 +139,20 @@ pub fn admission<'c>(
     store: &dyn Store,
     now_secs: u64,
 ) -> Admission<'c> {
-    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c));
     let per_instance = config
         .instances
         .iter()
         .enumerate()
         .map(|(i, inst)| {
             let mut applicable: Vec<(Quota, &LimitSet)> = Vec::new();
-            let sets = config
-                .rate_limits
-                .route
-                .iter()
-                .map(|s| (None, s))
-                .chain(consumer_set.map(|s| (consumer, s)));
-            for (who, set) in sets {
+            for (who, set) in applicable_sets(config, consumer) {
                 if let Some(Some(limit)) = set.per_instance.get(i) {
                     let key = counter_key(scope, &inst.name, who);
                     let counter = ratelimit::read(store, &key, now_secs, limit.window_secs);
                     applicable.push((Quota::of(*limit, counter, now_secs), set));
                 }
             }
-            applicable
-                .into_iter()
-                .min_by_key(|(q, _)| (q.remaining, std::cmp::Reverse(q.reset_secs)))
+            ratelimit::binding(applicable)
         })
         .collect();
     Admission { per_instance }
@@ -178,27 +169,31 @@ pub fn charges(
     let Some(inst) = config.instances.get(index) else {
         return Vec::new();
     };
-    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c).map(|s| (c, s)));
-    let mut out = Vec::new();
-    if let Some(set) = &config.rate_limits.route {
-        if let Some(Some(limit)) = set.per_instance.get(index) {
-            out.push((
-                counter_key(scope, &inst.name, None),
-                *limit,
+    applicable_sets(config, consumer)
+        .filter_map(|(who, set)| {
+            let limit = set.per_instance.get(index).copied().flatten()?;
+            Some((
+                counter_key(scope, &inst.name, who),
+                limit,
                 set.strategy.tokens(usage),
-            ));
-        }
-    }
-    if let Some((c, set)) = consumer_set {
-        if let Some(Some(limit)) = set.per_instance.get(index) {
-            out.push((
-                counter_key(scope, &inst.name, Some(c)),
-                *limit,
-                set.strategy.tokens(usage),
-            ));
-        }
-    }
-    out
+            ))
+        })
+        .collect()
+}
+
+/// The limit sets that apply to a request: the route's, then its consumer's (with the
+/// consumer's name, which keys its counters).
+fn applicable_sets<'c, 'a>(
+    config: &'c Config,
+    consumer: Option<&'a str>,
+) -> impl Iterator<Item = (Option<&'a str>, &'c LimitSet)> {
+    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c).map(|s| (Some(c), s)));
+    config
+        .rate_limits
+        .route
+        .iter()
+        .map(|s| (None, s))
+        .chain(consumer_set)
 }
 
 /// `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`.

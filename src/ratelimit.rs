@@ -109,11 +109,12 @@ impl Quota {
     }
 }
 
-/// Of several limits that apply, the one that binds: the fewest tokens left.
-pub fn binding(quotas: impl IntoIterator<Item = Quota>) -> Option<Quota> {
+/// Of several limits that apply, the one that binds: the fewest tokens left (and of those,
+/// the one that resets last). Each quota carries a tag (its limit's settings, say).
+pub fn binding<T>(quotas: impl IntoIterator<Item = (Quota, T)>) -> Option<(Quota, T)> {
     quotas
         .into_iter()
-        .min_by_key(|q| (q.remaining, std::cmp::Reverse(q.reset_secs)))
+        .min_by_key(|(q, _)| (q.remaining, std::cmp::Reverse(q.reset_secs)))
 }
 
 /// A shared key-value store with compare-and-swap (Envoy's shared data).
@@ -300,8 +301,11 @@ mod tests {
             remaining: 3,
             reset_secs: 40,
         };
-        assert_eq!(binding([a, b]), Some(b));
-        assert_eq!(binding([]), None);
+        assert_eq!(
+            binding([(a, "route"), (b, "consumer")]),
+            Some((b, "consumer"))
+        );
+        assert_eq!(binding::<()>([]), None);
     }
 
     #[test]
