@@ -576,74 +576,19 @@ mod tests {
         )
         .unwrap();
         let mut rr = RoundRobin::default();
+        let mut pick_tried = |kind, tried: &[bool]| {
+            let avail = Availability {
+                tried,
+                ..Default::default()
+            };
+            pick(&c, &mut rr, 0, kind, &avail)
+        };
+        assert_eq!(pick_tried(ApiKind::Chat, &[]), Ok(0));
+        assert_eq!(pick_tried(ApiKind::Chat, &[true]), Ok(1));
+        assert_eq!(pick_tried(ApiKind::Embeddings, &[]), Ok(1));
+        assert_eq!(pick_tried(ApiKind::Embeddings, &[false, true]), Ok(2));
         assert_eq!(
-            pick(
-                &c,
-                &mut rr,
-                0,
-                ApiKind::Chat,
-                &Availability {
-                    tried: &[],
-                    limits: None,
-                    ..Default::default()
-                }
-            ),
-            Ok(0)
-        );
-        assert_eq!(
-            pick(
-                &c,
-                &mut rr,
-                0,
-                ApiKind::Chat,
-                &Availability {
-                    tried: &[true],
-                    limits: None,
-                    ..Default::default()
-                }
-            ),
-            Ok(1)
-        );
-        assert_eq!(
-            pick(
-                &c,
-                &mut rr,
-                0,
-                ApiKind::Embeddings,
-                &Availability {
-                    tried: &[],
-                    limits: None,
-                    ..Default::default()
-                }
-            ),
-            Ok(1)
-        );
-        assert_eq!(
-            pick(
-                &c,
-                &mut rr,
-                0,
-                ApiKind::Embeddings,
-                &Availability {
-                    tried: &[false, true],
-                    limits: None,
-                    ..Default::default()
-                }
-            ),
-            Ok(2)
-        );
-        assert_eq!(
-            pick(
-                &c,
-                &mut rr,
-                0,
-                ApiKind::Chat,
-                &Availability {
-                    tried: &[true, true, true],
-                    limits: None,
-                    ..Default::default()
-                }
-            ),
+            pick_tried(ApiKind::Chat, &[true, true, true]),
             Err(ProxyError::NoInstanceAvailable)
         );
     }

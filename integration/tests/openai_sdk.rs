@@ -17,17 +17,18 @@ fn python() -> String {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn openai_python_sdk_works_unchanged() {
-    let mock = MockLlm::start().await.unwrap();
-    let open = Envoy::with_config(&json!({
-        "provider": "openai",
-        "auth": {"header": {"Authorization": "Bearer sk-gateway"}}
-    }))
-    .cluster("openai", mock.port())
-    .start()
-    .await
-    .unwrap();
+/// The two Envoys the SDK checks use: one provider in front of the mock, and provider
+/// deepseek (no embeddings) with a 1-token limit and a recognisable message.
+async fn envoys(mock: &MockLlm, auth: bool) -> (Envoy, Envoy) {
+    let mut open = json!({"provider": "openai"});
+    if auth {
+        open["auth"] = json!({"header": {"Authorization": "Bearer sk-gateway"}});
+    }
+    let open = Envoy::with_config(&open)
+        .cluster("openai", mock.port())
+        .start()
+        .await
+        .unwrap();
     let limited = Envoy::with_config(&json!({
         "provider": "deepseek",
         "rate_limiting": {"limit": 1, "time_window": 3600, "rejected_msg": "quota exhausted for the demo"}
@@ -36,6 +37,13 @@ async fn openai_python_sdk_works_unchanged() {
     .start()
     .await
     .unwrap();
+    (open, limited)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_works_unchanged() {
+    let mock = MockLlm::start().await.unwrap();
+    let (open, limited) = envoys(&mock, true).await;
 
     let base = open.url("");
     let tight = limited.url("");
@@ -65,19 +73,7 @@ async fn openai_python_sdk_works_unchanged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_npm_sdk_works_unchanged() {
     let mock = MockLlm::start().await.unwrap();
-    let open = Envoy::with_config(&json!({"provider": "openai"}))
-        .cluster("openai", mock.port())
-        .start()
-        .await
-        .unwrap();
-    let limited = Envoy::with_config(&json!({
-        "provider": "deepseek",
-        "rate_limiting": {"limit": 1, "time_window": 3600, "rejected_msg": "quota exhausted for the demo"}
-    }))
-    .cluster("deepseek", mock.port())
-    .start()
-    .await
-    .unwrap();
+    let (open, limited) = envoys(&mock, false).await;
     let (base, tight) = (open.url(""), limited.url(""));
     let script = repo_root().join("integration/node/openai_client.mjs");
     let out = tokio::task::spawn_blocking(move || {
