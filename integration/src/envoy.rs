@@ -413,6 +413,19 @@ impl Envoy {
         self.post_json("/v1/chat/completions", body).await
     }
 
+    /// The admin's `/stats/prometheus` text.
+    pub async fn prometheus(&self) -> String {
+        match self
+            .client
+            .get(self.admin_url("/stats/prometheus"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path.join("envoy.log")).unwrap_or_default()
     }

@@ -205,13 +205,7 @@ async fn health_checks_take_the_failing_instance_out() {
     let gauge = "aiproxy_healthy{aiproxy_instance=\"llm-instance-2\"} 0";
     let start = Instant::now();
     loop {
-        let stats = envoy
-            .client()
-            .get(envoy.admin_url("/stats/prometheus"))
-            .send()
-            .await
-            .unwrap();
-        if stats.text().await.unwrap().contains(gauge) {
+        if envoy.prometheus().await.contains(gauge) {
             break;
         }
         assert!(

@@ -26,15 +26,7 @@ fn active(path: &str, interval: f64) -> Value {
 }
 
 async fn gauge(envoy: &Envoy, instance: &str) -> Option<u64> {
-    let text = envoy
-        .client()
-        .get(envoy.admin_url("/stats/prometheus"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = envoy.prometheus().await;
     let prefix = format!("aiproxy_healthy{{aiproxy_instance=\"{instance}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())

@@ -17,6 +17,19 @@ async fn start_of_window(secs: u64) {
     tokio::time::sleep(Duration::from_millis(secs * 1000 - into + 50)).await;
 }
 
+/// Waits for the next window when the current one of `secs` ends within a minute (or within
+/// its last 5 s for short windows), so a test's requests all fall in one window.
+async fn avoid_window_end(secs: u64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let margin = if secs <= 60 { 5 } else { 60 };
+    if now % secs > secs - margin {
+        start_of_window(secs).await;
+    }
+}
+
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
@@ -167,15 +180,7 @@ async fn without_fallback_the_limit_rejects_with_headers() {
     .start()
     .await
     .unwrap();
-    if SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60
-        > 55
-    {
-        start_of_window(60).await;
-    }
+    avoid_window_end(60).await;
     for remaining in ["30", "20", "10"] {
         let resp = envoy.chat(&chat()).await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -210,15 +215,7 @@ async fn without_fallback_the_limit_rejects_with_headers() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(mock.count(), 3);
 
-    let text = envoy
-        .client()
-        .get(envoy.admin_url("/stats/prometheus"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = envoy.prometheus().await;
     assert!(
         text.contains("aiproxy_ratelimit_rejections_total{aiproxy_instance=\"openai\"} 1"),
         "{text}"
@@ -237,15 +234,7 @@ async fn completion_tokens_strategy_counts_only_completions() {
     .start()
     .await
     .unwrap();
-    if SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60
-        > 55
-    {
-        start_of_window(60).await;
-    }
+    avoid_window_end(60).await;
     for remaining in ["10", "6", "2"] {
         let resp = envoy.chat(&chat()).await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -276,15 +265,7 @@ async fn concurrent_charges_across_workers_lose_nothing() {
     .start()
     .await
     .unwrap();
-    if SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % window
-        > window - 60
-    {
-        start_of_window(window).await;
-    }
+    avoid_window_end(window).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let url = envoy.url("/v1/chat/completions");
@@ -335,15 +316,7 @@ async fn concurrent_charges_across_workers_lose_nothing() {
         "aiproxy_ratelimit_used_tokens{aiproxy_instance=\"openai\",aiproxy_consumer=\"all\"}";
     let mut last = String::new();
     for _ in 0..40 {
-        let text = envoy
-            .client()
-            .get(envoy.admin_url("/stats/prometheus"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = envoy.prometheus().await;
         last = text
             .lines()
             .find(|l| l.starts_with(gauge))
@@ -374,15 +347,7 @@ async fn two_configurations_count_separately() {
         .start()
         .await
         .unwrap();
-    if SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60
-        > 55
-    {
-        start_of_window(60).await;
-    }
+    avoid_window_end(60).await;
     let post = |listener: &'static str| {
         envoy
             .client()

@@ -256,15 +256,7 @@ async fn prometheus_shows_tokens_by_instance_and_model_and_ttft() {
     }
     let deadline = Instant::now() + Duration::from_secs(8);
     let text = loop {
-        let text = envoy
-            .client()
-            .get(envoy.admin_url("/stats/prometheus"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = envoy.prometheus().await;
         let flushed = text.contains(
             "aiproxy_time_to_first_token_ms_count{aiproxy_instance=\"inst-b\",aiproxy_model=\"deepseek-chat\"} 2",
         );
@@ -314,15 +306,7 @@ async fn fallbacks_and_rejections_are_counted() {
             .status(),
         400
     );
-    let text = envoy
-        .client()
-        .get(envoy.admin_url("/stats/prometheus"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = envoy.prometheus().await;
     for line in [
         "aiproxy_fallbacks_total{aiproxy_instance=\"a\",aiproxy_reason=\"http_503\"} 3",
         "aiproxy_requests_total{aiproxy_instance=\"b\",aiproxy_model=\"client-model\",aiproxy_status_class=\"2xx\"} 3",
