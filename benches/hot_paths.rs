@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use envoy_ai_proxy::balancer::RoundRobin;
 use envoy_ai_proxy::config;
-use envoy_ai_proxy::flow::{self, Availability};
+use envoy_ai_proxy::exchange::pick::{pick, Availability};
+use envoy_ai_proxy::protocol;
 use envoy_ai_proxy::usage::Meter;
 
 /// Runs `f` for about half a second; prints ns per call.
@@ -49,8 +50,8 @@ fn main() {
     for (label, size) in [("1 KB", 1024), ("100 KB", 100 * 1024)] {
         let b = body(size);
         bench(&format!("read + pick + shape, {label} body"), || {
-            let req = flow::read_request(black_box(b.as_bytes())).unwrap();
-            let i = flow::pick(
+            let req = protocol::read_request(black_box(b.as_bytes())).unwrap();
+            let i = pick(
                 &cfg,
                 &mut RoundRobin::default(),
                 0,
@@ -58,7 +59,7 @@ fn main() {
                 &Availability::default(),
             )
             .unwrap();
-            let (_, up) = flow::shape_for(&cfg, i, &req).unwrap();
+            let up = protocol::shape(&cfg.instances[i], &req).unwrap();
             black_box(up.body.map(|b| b.len()));
         });
     }

@@ -1,6 +1,6 @@
 //! Falling back to the next instance: which failed answers are retried, within what bounds,
-//! and what the client gets when every attempt failed. Pure bookkeeping; the host layer
-//! makes the calls.
+//! and what the client gets when every attempt failed. Pure bookkeeping; the exchange makes
+//! the calls.
 
 use serde_json::json;
 
@@ -50,20 +50,6 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// Why an attempt failed, for `llm_fallback_reason`: `http_<status>`, or what Envoy said
-/// when it answered itself (`timeout`, `connect_failure`, `no_healthy_upstream`).
-pub fn reason(status: u32, code_details: Option<&str>) -> String {
-    match code_details {
-        Some("response_timeout") | Some("upstream_per_try_timeout") => "timeout".into(),
-        Some(d) if d.starts_with("upstream_reset_before_response_started") => {
-            "connect_failure".into()
-        }
-        Some("no_healthy_upstream") => "no_healthy_upstream".into(),
-        Some("cluster_not_found") => "cluster_not_found".into(),
-        _ => format!("http_{status}"),
-    }
-}
-
 /// `Retry-After` as delta-seconds (an HTTP date is ignored: it is rare for LLM APIs).
 pub fn retry_after_secs(value: &str) -> Option<u64> {
     value.trim().parse().ok()
@@ -107,7 +93,7 @@ mod tests {
             instance: 0,
             status,
             retry_after,
-            reason: reason(status, None),
+            reason: format!("http_{status}"),
         }
     }
 
@@ -169,16 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn reasons() {
-        assert_eq!(reason(503, Some("via_upstream")), "http_503");
-        assert_eq!(reason(504, Some("response_timeout")), "timeout");
-        assert_eq!(
-            reason(
-                503,
-                Some("upstream_reset_before_response_started{remote_connection_failure}")
-            ),
-            "connect_failure"
-        );
+    fn retry_after() {
         assert_eq!(retry_after_secs(" 7 "), Some(7));
         assert_eq!(retry_after_secs("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }

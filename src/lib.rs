@@ -1,22 +1,27 @@
-//! envoy-ai-proxy: a Proxy-Wasm HTTP filter for Envoy that puts one OpenAI-style API in front
+//! envoy-ai-proxy: a Proxy-Wasm HTTP filter for Envoy that puts OpenAI-style APIs in front
 //! of LLM providers.
 //!
 //! Everything that decides is plain Rust, tested natively; only `host` talks to Envoy.
-//! - `config`: the plugin configuration, parsed and validated once.
-//! - `clusters`: the Envoy clusters a configuration needs (for generated bootstraps).
-//! - `provider`: provider defaults, endpoints, and request shaping.
-//! - `body`: the client's JSON body, located and patched in place.
-//! - `balancer`: priority groups, weighted round robin, consistent hashing.
-//! - `fallback`: which failed answers go to the next instance, and the final answer.
-//! - `flow`: the per-request decisions, phase by phase.
-//! - `health`: active-probe and passive health state machines.
-//! - `metrics`: metric names (instance and model as tags) and their registry.
-//! - `ratelimit`: token limits in fixed windows, counted with compare-and-swap.
-//! - `sse`: server-sent events framed across chunk boundaries.
-//! - `usage`: token usage and the reported model, read from responses as they pass.
-//! - `wire`: the proxy-wasm header map encoding.
-//! - `error`: the errors the filter answers itself (OpenAI-style JSON).
-//! - `host` (wasm32 only): the proxy-wasm contexts, the only code making host calls.
+//!
+//! The life of a request (`exchange`): Envoy's callbacks arrive as `effect::Input`s and the
+//! exchange answers with `effect::Effect`s that `host` applies.
+//! 1. Request headers: drop any client routing header, check method, content type and size
+//!    (`exchange::request`), hold the headers.
+//! 2. Body: parse once (`body`), tell the API apart (`protocol`), read the quotas
+//!    (`quota`) and health (`health::shared`), pick an instance (`exchange::pick`,
+//!    `balancer`), shape the request for it (`protocol::openai`) as edits, send it on.
+//! 3. Response headers: classify the outcome once (`outcome`); a retriable failure starts
+//!    the next attempt as a callout (`exchange::response`, `fallback`), Envoy's own
+//!    plain-text replies become JSON errors (`error`).
+//! 4. Response body: read usage and the model as it passes (`usage`, `sse`), dropping the
+//!    usage event a client did not ask for.
+//! 5. End: charge the tokens to the instance that answered (`quota`), set access-log values
+//!    and metrics (`exchange::account`, `metrics`).
+//!
+//! Around it: `config` (parsed and validated once), `root` (configure, tick, probes from
+//! `health::prober`), `store` (shared data with compare-and-swap), `provider` (presets as
+//! data), `ratelimit` (windows and quotas), `clusters` (the Envoy clusters a configuration
+//! needs, for generated bootstraps), `wire` (the proxy-wasm header map encoding).
 
 // The VM must never panic: a panic kills it and every later request on that worker fails.
 #![cfg_attr(
@@ -36,16 +41,25 @@ pub mod balancer;
 pub mod body;
 pub mod clusters;
 pub mod config;
+pub mod effect;
 pub mod error;
+pub mod exchange;
 pub mod fallback;
-pub mod flow;
 pub mod health;
 pub mod metrics;
+pub mod outcome;
+pub mod protocol;
 pub mod provider;
+pub mod quota;
 pub mod ratelimit;
+pub mod root;
 pub mod sse;
+pub mod store;
 pub mod usage;
 pub mod wire;
+
+#[cfg(test)]
+mod testing;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -73,27 +73,13 @@ pub mod name {
     }
 }
 
-/// Metric ids by name, and the model labels in use.
+/// Metric ids by name (the host defines each metric once per VM).
 #[derive(Debug, Default)]
 pub struct Registry {
     ids: HashMap<String, u32>,
-    models: HashMap<String, String>,
 }
 
 impl Registry {
-    /// The label for a model: itself (sanitised) for the first [`MAX_MODELS`], then `other`.
-    pub fn model(&mut self, model: &str) -> String {
-        if let Some(l) = self.models.get(model) {
-            return l.clone();
-        }
-        if self.models.len() >= MAX_MODELS {
-            return "other".into();
-        }
-        let l = label(model);
-        self.models.insert(model.to_string(), l.clone());
-        l
-    }
-
     /// The id of metric `name`, defining it with `define` the first time.
     pub fn id(&mut self, name: &str, define: impl FnOnce(&str) -> Option<u32>) -> Option<u32> {
         if let Some(id) = self.ids.get(name) {
@@ -102,6 +88,27 @@ impl Registry {
         let id = define(name)?;
         self.ids.insert(name.to_string(), id);
         Some(id)
+    }
+}
+
+/// The model labels in use in one VM.
+#[derive(Debug, Default)]
+pub struct Models {
+    labels: HashMap<String, String>,
+}
+
+impl Models {
+    /// The label for a model: itself (sanitised) for the first [`MAX_MODELS`], then `other`.
+    pub fn label(&mut self, model: &str) -> String {
+        if let Some(l) = self.labels.get(model) {
+            return l.clone();
+        }
+        if self.labels.len() >= MAX_MODELS {
+            return "other".into();
+        }
+        let l = label(model);
+        self.labels.insert(model.to_string(), l.clone());
+        l
     }
 }
 
@@ -136,11 +143,12 @@ mod tests {
         assert_eq!(r.id("y", |_| None), None);
         assert_eq!(r.id("y", |_| Some(8)), Some(8));
 
+        let mut m = Models::default();
         for i in 0..MAX_MODELS {
-            assert_eq!(r.model(&format!("m{i}")), format!("m{i}"));
+            assert_eq!(m.label(&format!("m{i}")), format!("m{i}"));
         }
-        assert_eq!(r.model("one-too-many"), "other");
-        assert_eq!(r.model("m3"), "m3");
+        assert_eq!(m.label("one-too-many"), "other");
+        assert_eq!(m.label("m3"), "m3");
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl fmt::Display for Status {
 }
 
 const OK: u32 = 0;
-const NOT_FOUND: u32 = 1;
+pub const NOT_FOUND: u32 = 1;
 
 pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
@@ -47,13 +47,6 @@ pub const PLUGIN_CONFIGURATION: u32 = 7;
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_log_level(ret_level: *mut u32) -> u32;
-    fn proxy_get_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        ret_data: *mut *mut u8,
-        ret_size: *mut usize,
-    ) -> u32;
     fn proxy_replace_header_map_value(
         map: u32,
         key: *const u8,
@@ -152,21 +145,6 @@ pub fn log_level() -> Result<u32, Status> {
     // SAFETY: the host writes one u32 to a live local.
     check(unsafe { proxy_get_log_level(&mut level) })?;
     Ok(level)
-}
-
-pub fn header(map: u32, name: &str) -> Result<Option<String>, Status> {
-    let mut data = null_mut();
-    let mut size = 0;
-    // SAFETY: pointers describe live locals and a live string.
-    let status =
-        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
-    // Header values are bytes; a value that is not UTF-8 is read lossily.
-    Ok(
-        take(status, data, size)?.map(|v| match String::from_utf8(v) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }),
-    )
 }
 
 pub fn set_header(map: u32, name: &str, value: &str) -> Result<(), Status> {

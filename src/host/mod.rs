@@ -1,140 +1,182 @@
-//! The wasm entry point and the root context: the only place, with `http` and `abi`, that
-//! talks to Envoy. It reads the plugin configuration once and hands it to every request.
+//! The only code that talks to Envoy: the wasm entry point, the root context, and the
+//! interpreter of the core's effects. It reads what a callback offers, hands it to the core
+//! (`root::Root`, `exchange::Exchange`) and applies what comes back; it decides nothing.
 
 mod abi;
-mod account;
 mod http;
-mod prober;
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{Action, ContextType};
 
-use crate::balancer::hash_bytes;
-use crate::balancer::RoundRobin;
-use crate::config::{self, Config};
-use crate::flow;
-use crate::metrics::{self, name, Kind, Registry};
-use crate::ratelimit::{self, Limit, SetError, Store};
+use crate::effect::{Effect, Host, Input, Map, Out, Step};
+use crate::metrics::{Kind, Registry};
+use crate::root::Root;
+use crate::store::{Store, StoreError};
 
 thread_local! {
-    /// Metric ids of this VM. Not per configuration: a configuration update must not define
-    /// the same metrics again (each definition allocates a new id in Envoy).
-    static METRICS: Cell<Registry> = Cell::new(Registry::default());
+    /// Metric ids of this VM: each definition allocates a new id in Envoy, so define once.
+    static METRICS: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
-fn with_metrics<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    METRICS.with(|cell| {
-        let mut reg = cell.take();
-        let out = f(&mut reg);
-        cell.set(reg);
-        out
-    })
-}
-
-/// Adds `by` to counter `name` (defined on first use).
-pub fn count(name: &str, by: u64) {
-    if by == 0 {
-        return;
-    }
-    if let Some(id) = metric(Kind::Counter, name) {
-        if let Err(s) = abi::increment_metric(id, by) {
-            log::debug!("metric {name}: {s}");
-        }
-    }
-}
-
-/// Sets gauge `name` (defined on first use).
-pub fn gauge(name: &str, value: u64) {
-    if let Some(id) = metric(Kind::Gauge, name) {
-        if let Err(s) = abi::record_metric(id, value) {
-            log::debug!("metric {name}: {s}");
-        }
-    }
-}
-
-/// Records `value` in histogram `name` (defined on first use).
-pub fn record(name: &str, value: u64) {
-    if let Some(id) = metric(Kind::Histogram, name) {
-        if let Err(s) = abi::record_metric(id, value) {
-            log::debug!("metric {name}: {s}");
-        }
-    }
-}
-
-/// The stat-name label for a model (bounded; see `metrics::MAX_MODELS`).
-pub fn model_label(model: &str) -> String {
-    with_metrics(|reg| reg.model(model))
-}
-
-fn metric(kind: Kind, name: &str) -> Option<u32> {
+fn metric(kind: Kind, name: &str, value: u64) -> Result<(), abi::Status> {
     let abi_kind = match kind {
         Kind::Counter => abi::METRIC_COUNTER,
         Kind::Gauge => abi::METRIC_GAUGE,
         Kind::Histogram => abi::METRIC_HISTOGRAM,
     };
-    with_metrics(|reg| {
-        reg.id(name, |n| match abi::define_metric(abi_kind, n) {
-            Ok(id) => Some(id),
-            Err(s) => {
-                log::warn!("envoy-ai-proxy: cannot define metric {n}: {s}");
-                None
-            }
-        })
-    })
+    let id = METRICS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut reg) => reg.id(name, |n| abi::define_metric(abi_kind, n).ok()),
+        Err(_) => None,
+    });
+    match (id, kind) {
+        (None, _) => Err(abi::Status(abi::NOT_FOUND)),
+        (Some(id), Kind::Counter) => abi::increment_metric(id, value),
+        (Some(id), _) => abi::record_metric(id, value),
+    }
 }
 
-/// What every request of this VM shares: the configuration, and this worker's round-robin
-/// position (one VM per worker thread, so no locking).
-pub struct Shared {
-    pub config: Config,
-    rr: Cell<RoundRobin>,
-    /// Names this configuration's token counters in shared data.
-    pub scope: String,
-    /// Every token counter: (instance, consumer, key, limit).
-    counters: Vec<(usize, Option<String>, String, Limit)>,
-}
-
-/// Envoy's shared data (one store for all VMs of the process) as a rate-limit store.
-pub struct SharedData;
+/// Envoy's shared data (one store for all VMs of the process).
+struct SharedData;
 
 impl Store for SharedData {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
-        abi::shared_data(key).map_err(|s| s.to_string())
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        abi::shared_data(key).map_err(|s| StoreError::Unavailable(s.to_string()))
     }
 
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        abi::set_shared_data(key, value, cas).map_err(|s| {
-            if s.0 == abi::CAS_MISMATCH {
-                SetError::CasMismatch
-            } else {
-                SetError::Other(s.to_string())
-            }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        abi::set_shared_data(key, value, cas).map_err(|s| match s.0 {
+            abi::CAS_MISMATCH => StoreError::CasMismatch,
+            _ => StoreError::Unavailable(s.to_string()),
         })
     }
 }
 
-/// Seconds since the epoch, from the host's clock.
-pub fn now_secs() -> u64 {
-    abi::now_ns() / 1_000_000_000
+/// The core's reads, as host calls.
+struct Env;
+
+fn headers_map(map: Map) -> u32 {
+    match map {
+        Map::Request => abi::REQUEST_HEADERS,
+        Map::Response => abi::RESPONSE_HEADERS,
+    }
 }
 
-impl Shared {
-    /// Runs `f` with the round-robin state (taken out and put back: no borrow can fail).
-    pub fn with_rr<T>(&self, f: impl FnOnce(&mut RoundRobin) -> T) -> T {
-        let mut rr = self.rr.take();
-        let out = f(&mut rr);
-        self.rr.set(rr);
-        out
+fn body_buffer(map: Map) -> u32 {
+    match map {
+        Map::Request => abi::REQUEST_BODY,
+        Map::Response => abi::RESPONSE_BODY,
+    }
+}
+
+impl Host for Env {
+    fn now_ns(&self) -> u64 {
+        abi::now_ns()
+    }
+    fn store(&self) -> &dyn Store {
+        &SharedData
+    }
+    fn headers(&self, map: Map) -> Vec<(String, String)> {
+        abi::headers(headers_map(map)).unwrap_or_default()
+    }
+    fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
+        abi::buffer(body_buffer(map), 0, size)
+            .map(Option::unwrap_or_default)
+            .map_err(|s| s.to_string())
+    }
+    fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>) {
+        let headers = abi::headers(abi::CALL_RESPONSE_HEADERS).unwrap_or_default();
+        let body = abi::buffer(abi::CALL_RESPONSE_BODY, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        (headers, body)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::property(path).ok().flatten()
+    }
+}
+
+fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
+    h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+}
+
+/// Applies one effect; returns the feedback it calls for.
+fn apply(effect: Effect) -> Result<Option<Input>, String> {
+    let done = match effect {
+        Effect::SetHeader(map, n, v) => abi::set_header(headers_map(map), &n, &v),
+        Effect::RemoveHeader(map, n) => abi::remove_header(headers_map(map), &n),
+        Effect::ReplaceBody { map, size, bytes } => {
+            abi::set_buffer(body_buffer(map), 0, size, &bytes)
+        }
+        Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
+        Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
+        Effect::Metric { kind, name, value } => metric(kind, &name, value),
+        Effect::TickPeriod(ms) => abi::set_tick_period_ms(ms),
+        Effect::Dispatch(c) => {
+            // Through the SDK: only it can register the token that routes the answer back
+            // to this context. It returns Envoy's callout failures as values.
+            let timeout = Duration::from_millis(c.timeout_ms);
+            let result = proxy_wasm::hostcalls::dispatch_http_call(
+                &c.cluster,
+                pairs(&c.headers),
+                c.body.as_deref(),
+                vec![],
+                timeout,
+            );
+            let result = result.map_err(|s| format!("{s:?}"));
+            return Ok(Some(Input::Dispatched {
+                purpose: c.purpose,
+                result,
+            }));
+        }
+    };
+    done.map(|()| None).map_err(|s| s.to_string())
+}
+
+/// Applies the core's answer, feeding back what the effects call for once their batch is
+/// applied (a failed required effect ends its batch); returns the last step.
+fn drive(out: Out, mut again: impl FnMut(Input) -> Out) -> Action {
+    let mut step = out.step;
+    let mut effects = out.effects;
+    let mut queue = VecDeque::new();
+    loop {
+        for e in effects {
+            let required = e.required();
+            match apply(e) {
+                Ok(Some(input)) => queue.push_back(input),
+                Ok(None) => {}
+                Err(why) if required => {
+                    queue.push_back(Input::Failed(why));
+                    break;
+                }
+                Err(why) => log::debug!("envoy-ai-proxy: effect not applied: {why}"),
+            }
+        }
+        let Some(input) = queue.pop_front() else {
+            break;
+        };
+        let out = again(input);
+        step = out.step;
+        effects = out.effects;
+    }
+    match step {
+        Step::Continue => Action::Continue,
+        Step::Pause => Action::Pause,
     }
 }
 
 proxy_wasm::main! {{
     init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: None, prober: None })
+        // Random per VM (WASI random), so two VMs never share an identity.
+        let id = RandomState::new().hash_one(abi::now_ns());
+        Box::new(RootCtx(Root::new(format!("{id:016x}"))))
     });
 }}
 
@@ -149,17 +191,10 @@ impl log::Log for HostLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
+        if self.enabled(record.metadata()) {
+            let level = 5 - record.level() as u32;
+            abi::log(level, &record.args().to_string());
         }
-        let level = match record.level() {
-            log::Level::Trace => 0,
-            log::Level::Debug => 1,
-            log::Level::Info => 2,
-            log::Level::Warn => 3,
-            log::Level::Error => 4,
-        };
-        abi::log(level, &record.args().to_string());
     }
 
     fn flush(&self) {}
@@ -188,27 +223,16 @@ fn sync_log_level() {
     log::set_max_level(filter);
 }
 
-struct Root {
-    config: Option<Rc<Shared>>,
-    /// Active health checks, when any instance has them.
-    prober: Option<prober::Prober>,
-}
+struct RootCtx(Root);
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        if let (Some(p), Some(shared)) = (self.prober.as_mut(), self.config.as_ref()) {
-            p.on_response(shared, token_id, body_size);
-        }
+impl Context for RootCtx {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let out = self.0.on(Input::CalloutAnswer { token, body_size }, &Env);
+        drive(out, |i| self.0.on(i, &Env));
     }
 }
 
-impl RootContext for Root {
+impl RootContext for RootCtx {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         sync_log_level();
         true
@@ -216,60 +240,17 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         sync_log_level();
-        let bytes = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
+        let raw = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(s) => {
                 log::error!("envoy-ai-proxy: cannot read the plugin configuration: {s}");
                 return false;
             }
         };
-        match config::parse(&bytes) {
-            Ok(c) => {
-                log::info!(
-                    "envoy-ai-proxy: configured with {} instance(s)",
-                    c.instances.len()
-                );
-                // Counters belong to this filter configuration: its plugin name and content.
-                let plugin_name = abi::property(&["plugin_name"])
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let mut id = plugin_name;
-                id.push(0);
-                id.extend_from_slice(&bytes);
-                let scope = format!("{:016x}", hash_bytes(&id));
-                let counters = flow::counters(&c, &scope);
-                // Seed before any traffic, so every charge has a CAS token.
-                for (_, _, key, _) in &counters {
-                    if let Err(e) = ratelimit::seed(&SharedData, key) {
-                        log::warn!("envoy-ai-proxy: cannot seed counter {key}: {e}");
-                    }
-                }
-                let active = c.instances.iter().any(|i| i.active_check.is_some());
-                let checks = active || c.instances.iter().any(|i| i.passive_check.is_some());
-                let tick = if active {
-                    prober::TICK_MS
-                } else if checks || !counters.is_empty() {
-                    1000
-                } else {
-                    0
-                };
-                if tick > 0 {
-                    if let Err(s) = abi::set_tick_period_ms(tick) {
-                        log::warn!("envoy-ai-proxy: no tick for probes and gauges: {s}");
-                    }
-                }
-                let shared = Rc::new(Shared {
-                    config: c,
-                    rr: Cell::new(RoundRobin::default()),
-                    scope,
-                    counters,
-                });
-                if checks {
-                    prober::Prober::seed(&shared);
-                }
-                self.prober = active.then(prober::Prober::new);
-                self.config = Some(shared);
+        let name = abi::property(&["plugin_name"]).ok().flatten();
+        match self.0.configure(&raw, &name.unwrap_or_default(), &Env) {
+            Ok(effects) => {
+                drive(Out::go(effects), |i| self.0.on(i, &Env));
                 true
             }
             Err(e) => {
@@ -279,47 +260,14 @@ impl RootContext for Root {
         }
     }
 
-    /// Every second, the token counters as gauges, read from shared data: every VM writes
-    /// the same values, so the gauges show the shared counts.
     fn on_tick(&mut self) {
-        let Some(shared) = self.config.clone() else {
-            return;
-        };
-        if let Some(p) = self.prober.as_mut() {
-            p.tick(&shared);
-        }
-        let down = flow::unhealthy(
-            &shared.config,
-            &shared.scope,
-            &SharedData,
-            abi::now_ns() / 1_000_000,
-        );
-        for (inst, down) in shared.config.instances.iter().zip(down) {
-            if inst.active_check.is_some() || inst.passive_check.is_some() {
-                gauge(
-                    &name::healthy(&metrics::label(&inst.name)),
-                    u64::from(!down),
-                );
-            }
-        }
-        let now = now_secs();
-        for (index, consumer, key, limit) in &shared.counters {
-            let used = ratelimit::read(&SharedData, key, now, limit.window_secs).used;
-            let instance = shared
-                .config
-                .instances
-                .get(*index)
-                .map_or(String::new(), |i| metrics::label(&i.name));
-            let consumer = consumer
-                .as_deref()
-                .map_or("all".to_string(), metrics::label);
-            gauge(&name::ratelimit_used(&instance, &consumer), used);
-        }
+        let effects = self.0.tick(&Env);
+        drive(Out::go(effects), |i| self.0.on(i, &Env));
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK panics on it. Without a configuration the filter fails closed.
-        Some(Box::new(http::Filter::new(context_id, self.config.clone())))
+        Some(Box::new(http::Filter::new(self.0.plugin())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,7 +1,6 @@
-//! Providers: their default host and paths per API kind, `override.endpoint` parsing, and
-//! the upstream target (`:authority`, `:path` with query) an instance sends to.
-
-pub mod shape;
+//! Providers as data: their default host and paths per API kind and the wire protocol
+//! they speak, `override.endpoint` parsing, and the upstream target (`:authority`, `:path`
+//! with query) an instance sends to.
 
 use std::fmt::Write as _;
 
@@ -19,6 +18,12 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
         }
     }
+}
+
+/// The wire protocol a provider speaks (see `crate::protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,10 @@ impl Provider {
             Provider::DeepSeek => "deepseek",
             Provider::OpenAiCompatible => "openai-compatible",
         }
+    }
+
+    pub fn wire(self) -> Wire {
+        Wire::OpenAi
     }
 
     /// Providers without a public default host need `override.endpoint`.

@@ -1,66 +1,64 @@
-//! Request shaping: from the client's body and one instance, the upstream request as edits
-//! (headers to set, body to replace) that the host layer applies. No host calls here.
+//! The OpenAI wire protocol (chat completions, embeddings) and every vendor that speaks it:
+//! request shaping by patching the client's body in place (`options` merged, `include_usage`
+//! asked for on streams), answers read for usage with the usage-only stream event dropped
+//! when the client did not ask for it, and OpenAI-style errors.
 
-use crate::body::JsonBody;
+use super::{Answering, ClientRequest, Protocol, Reader, Request, Upstream};
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::provider::ApiKind;
+use crate::usage::{Meter, Usage};
 
-/// What the client asked for, read once from its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRequest {
-    pub kind: ApiKind,
-    /// `stream: true` as the client sent it.
-    pub stream: bool,
-    /// The client's `model`, before any override.
-    pub model: Option<String>,
-}
+pub struct OpenAi;
 
-impl ClientRequest {
-    /// Chat when `messages` is an array, embeddings when `input` is present; anything else
-    /// is not a request this filter can route.
-    pub fn classify(body: &JsonBody<'_>) -> Result<ClientRequest, ProxyError> {
-        let kind = if body.raw("messages").is_some_and(|m| m.starts_with('[')) {
-            ApiKind::Chat
-        } else if body.raw("input").is_some_and(|i| i != "null") {
-            ApiKind::Embeddings
+impl Protocol for OpenAi {
+    fn shape<'c>(
+        &self,
+        instance: &'c Instance,
+        req: &Request<'_>,
+    ) -> Result<Upstream<'c>, ProxyError> {
+        shape(instance, req)
+    }
+
+    fn reader(&self, a: Answering) -> Box<dyn Reader> {
+        Box::new(if a.sse {
+            Meter::sse(
+                (200..300).contains(&a.status) && a.drop_usage_event,
+                a.collect_text,
+            )
         } else {
-            return Err(ProxyError::UnknownKind);
-        };
-        Ok(ClientRequest {
-            kind,
-            stream: kind == ApiKind::Chat && body.raw("stream") == Some("true"),
-            model: body.string("model"),
+            Meter::json(a.collect_text)
         })
+    }
+
+    fn error_body(&self, err: &ProxyError) -> Vec<u8> {
+        err.body()
     }
 }
 
-/// The upstream request for one attempt, borrowing from the instance.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Upstream<'c> {
-    pub cluster: &'c str,
-    pub authority: &'c str,
-    pub path: &'c str,
-    /// Auth headers, lower-cased names; they replace any client value.
-    pub auth_headers: &'c [(String, String)],
-    /// Drop the client's `authorization`: the gateway owns the upstream credentials.
-    pub drop_client_authorization: bool,
-    /// The new body, or `None` to forward the client's bytes unchanged.
-    pub body: Option<String>,
-    /// Whether the upstream will stream (the client's choice, unless `options` sets it).
-    pub stream: bool,
-    /// The filter added `stream_options.include_usage` (to count tokens): the usage-only
-    /// event must not reach a client that did not ask for it.
-    pub drop_usage_event: bool,
-    /// The model the upstream is asked for (configured, else the client's).
-    pub model: Option<String>,
+impl Reader for Meter {
+    fn push(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        Meter::push(self, chunk)
+    }
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        Meter::finish(self)
+    }
+    fn rewrites(&self) -> bool {
+        Meter::rewrites(self)
+    }
+    fn usage(&self) -> Usage {
+        Meter::usage(self)
+    }
+    fn model(&self) -> Option<&str> {
+        Meter::model(self)
+    }
+    fn text(&self) -> Option<&str> {
+        Meter::text(self)
+    }
 }
 
-pub fn shape<'c>(
-    instance: &'c Instance,
-    body: &JsonBody<'_>,
-    client: &ClientRequest,
-) -> Result<Upstream<'c>, ProxyError> {
+fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, ProxyError> {
+    let (body, client): (_, &ClientRequest) = (&req.body, &req.client);
     let path = instance
         .target
         .path(client.kind)
@@ -121,6 +119,7 @@ pub fn shape<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::JsonBody;
     use crate::config;
     use serde_json::{json, Value};
 
@@ -133,10 +132,9 @@ mod tests {
 
     fn run(cfg: Value, body: &str) -> Result<(ClientRequest, Upstream<'static>), ProxyError> {
         let inst: &'static Instance = Box::leak(Box::new(instance(cfg)));
-        let parsed = JsonBody::parse(body.as_bytes())?;
-        let client = ClientRequest::classify(&parsed)?;
-        let up = shape(inst, &parsed, &client)?;
-        Ok((client, up))
+        let req = super::super::read_request(body.as_bytes())?;
+        let up = shape(inst, &req)?;
+        Ok((req.client, up))
     }
 
     #[test]

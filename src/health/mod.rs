@@ -1,7 +1,10 @@
 //! Instance health: the active-probe state machine (APISIX `checks.active`) and passive
 //! checks from real traffic (consecutive failures trip a cooldown; a 429 with `Retry-After`
-//! sidelines the instance that long). Pure: states are values stored by the host in shared
-//! data, so every worker sees them.
+//! sidelines the instance that long). States are values kept in shared data (`shared`), so
+//! every worker sees them; `prober` decides who probes what, when.
+
+pub mod prober;
+pub mod shared;
 
 /// What one probe, or one real answer, came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,34 +13,6 @@ pub enum Outcome {
     Timeout,
     /// The connection could not be made (refused, reset, no host).
     ConnectFailure,
-}
-
-impl Outcome {
-    /// The reason recorded for a failed attempt (`llm_fallback_reason`, metrics).
-    pub fn reason(&self) -> String {
-        match self {
-            Outcome::Status(s) => format!("http_{s}"),
-            Outcome::Timeout => "timeout".into(),
-            Outcome::ConnectFailure => "connect_failure".into(),
-        }
-    }
-}
-
-/// Tells Envoy's synthesized callout answers apart from real ones: a refused or reset
-/// connection comes as 503 with a "reset reason" body, a timeout as 504 "upstream request
-/// timeout".
-pub fn classify_callout(status: u32, body: &[u8]) -> Outcome {
-    if status == 504 && body.starts_with(b"upstream request timeout") {
-        Outcome::Timeout
-    } else if status == 0
-        || (status == 503
-            && (body.starts_with(b"upstream connect error")
-                || body.starts_with(b"no healthy upstream")))
-    {
-        Outcome::ConnectFailure
-    } else {
-        Outcome::Status(status)
-    }
 }
 
 /// `checks.active`, compiled.
@@ -433,38 +408,5 @@ mod tests {
             PassiveState::default().after(&c, Outcome::Status(429), None, 5000),
             None
         );
-    }
-
-    #[test]
-    fn reasons_match_the_route_path() {
-        assert_eq!(
-            Outcome::Status(503).reason(),
-            crate::fallback::reason(503, None)
-        );
-        assert_eq!(
-            Outcome::Timeout.reason(),
-            crate::fallback::reason(504, Some("response_timeout"))
-        );
-        assert_eq!(
-            Outcome::ConnectFailure.reason(),
-            crate::fallback::reason(503, Some("upstream_reset_before_response_started{x}"))
-        );
-    }
-
-    #[test]
-    fn callouts_are_classified() {
-        assert_eq!(
-            classify_callout(504, b"upstream request timeout"),
-            Outcome::Timeout
-        );
-        assert_eq!(
-            classify_callout(503, b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
-            Outcome::ConnectFailure
-        );
-        assert_eq!(
-            classify_callout(503, b"{\"error\":{}}"),
-            Outcome::Status(503)
-        );
-        assert_eq!(classify_callout(200, b""), Outcome::Status(200));
     }
 }

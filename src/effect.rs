@@ -1,0 +1,188 @@
+//! The vocabulary between the core and the host layer: what each proxy-wasm callback hands
+//! the core (`Input`), what the core may read on demand (`Host`), and what it asks the host
+//! to do (`Effect`), as plain values. The host applies effects in order and decides nothing.
+
+use crate::metrics::Kind;
+use crate::store::Store;
+
+/// A header map and its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Map {
+    Request,
+    Response,
+}
+
+/// What the core reads from Envoy, when it needs it.
+pub trait Host {
+    /// The host's wall clock, in nanoseconds since the epoch.
+    fn now_ns(&self) -> u64;
+    /// Envoy's shared data.
+    fn store(&self) -> &dyn Store;
+    /// Every header of a map, names lower-case (one read of the whole map).
+    fn headers(&self, map: Map) -> Vec<(String, String)>;
+    /// The first `size` bytes of the body (the buffered request, or the current response
+    /// chunk, or the whole buffered response).
+    fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String>;
+    /// The headers and body of the callout answer being delivered.
+    fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>);
+    /// An Envoy attribute (`response.code_details`, `source.address`, `request.id`, ...).
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// What a proxy-wasm callback hands the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    RequestHeaders {
+        end_of_stream: bool,
+    },
+    RequestBody {
+        size: usize,
+        end_of_stream: bool,
+    },
+    /// The body ended with trailers (no `end_of_stream` on the last body callback).
+    RequestTrailers,
+    ResponseHeaders {
+        end_of_stream: bool,
+    },
+    ResponseBody {
+        size: usize,
+        end_of_stream: bool,
+    },
+    /// The answer to a callout the core dispatched.
+    CalloutAnswer {
+        token: u32,
+        body_size: usize,
+    },
+    /// Feedback: what came of a `Dispatch` effect (the callout's token, or why it failed).
+    Dispatched {
+        purpose: Purpose,
+        result: Result<u32, String>,
+    },
+    /// Feedback: a required effect could not be applied (the request must not go on).
+    Failed(String),
+    /// The exchange is over (`on_log`): the client got its answer or left.
+    Log,
+}
+
+/// Why a callout is made; its answer is routed back by token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The next attempt of a request, to this instance.
+    Fallback(usize),
+    /// An active health probe of this instance.
+    Probe(usize),
+}
+
+/// An HTTP call to an Envoy cluster, outside the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub purpose: Purpose,
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout_ms: u64,
+}
+
+/// A reply the filter sends itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    SetHeader(Map, String, String),
+    RemoveHeader(Map, String),
+    /// Replace the first `size` bytes of the body (the whole request body, or the current
+    /// response chunk) with these.
+    ReplaceBody {
+        map: Map,
+        size: usize,
+        bytes: Vec<u8>,
+    },
+    Reply(LocalReply),
+    /// Start a callout; the host feeds back `Input::Dispatched`. Always last in a batch.
+    Dispatch(Callout),
+    /// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
+    FilterState(&'static str, String),
+    Metric {
+        kind: Kind,
+        name: String,
+        value: u64,
+    },
+    /// Root context only: the tick period.
+    TickPeriod(u32),
+}
+
+impl Effect {
+    /// Whether the request must stop when this effect cannot be applied: a request
+    /// half-shaped (say, without its routing header or auth) must never go out.
+    pub fn required(&self) -> bool {
+        matches!(
+            self,
+            Effect::SetHeader(Map::Request, ..)
+                | Effect::RemoveHeader(Map::Request, _)
+                | Effect::ReplaceBody {
+                    map: Map::Request,
+                    ..
+                }
+        )
+    }
+
+    pub fn counter(name: String, value: u64) -> Effect {
+        Effect::Metric {
+            kind: Kind::Counter,
+            name,
+            value,
+        }
+    }
+
+    pub fn gauge(name: String, value: u64) -> Effect {
+        Effect::Metric {
+            kind: Kind::Gauge,
+            name,
+            value,
+        }
+    }
+
+    pub fn histogram(name: String, value: u64) -> Effect {
+        Effect::Metric {
+            kind: Kind::Histogram,
+            name,
+            value,
+        }
+    }
+}
+
+/// What the callback returns to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// Hold the headers, or buffer the body.
+    Pause,
+}
+
+/// The core's answer to one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Out {
+    pub step: Step,
+    pub effects: Vec<Effect>,
+}
+
+impl Out {
+    pub fn go(effects: Vec<Effect>) -> Out {
+        Out {
+            step: Step::Continue,
+            effects,
+        }
+    }
+
+    pub fn hold(effects: Vec<Effect>) -> Out {
+        Out {
+            step: Step::Pause,
+            effects,
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The request side of an exchange: check the request line and headers, hold them, buffer
+//! the body, then admit, pick and shape the first attempt, as edits to the paused request.
+
+use super::account::{request_payload, Answer};
+use super::pick::{pick, Availability};
+use super::{Exchange, Phase, Plugin, Retry};
+use crate::balancer::key::{self, RequestAttrs};
+use crate::balancer::{hash_bytes, Algorithm};
+use crate::body::BodyError;
+use crate::config::Config;
+use crate::effect::{Effect, Host, Map, Out};
+use crate::error::ProxyError;
+use crate::metrics::{self, name};
+use crate::protocol::{self, Upstream};
+
+/// Envoy's total timeout for the request; the filter's value replaces any client's.
+const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
+
+/// What the request headers phase checks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub content_length: Option<&'a str>,
+    /// The request has no body at all.
+    pub end_of_stream: bool,
+}
+
+/// Checks the request line and headers before any body byte is read. `Ok` means: wait for
+/// the whole body.
+pub fn check_head(config: &Config, head: &RequestHead<'_>) -> Result<(), ProxyError> {
+    let method = head.method.unwrap_or("");
+    if method != "POST" {
+        return Err(ProxyError::MethodNotAllowed(method.to_string()));
+    }
+    if let Some(ct) = head.content_type {
+        if !is_json_media_type(ct) {
+            return Err(ProxyError::UnsupportedMediaType(ct.to_string()));
+        }
+    }
+    if let Some(len) = head
+        .content_length
+        .and_then(|l| l.trim().parse::<u64>().ok())
+    {
+        if len > config.max_req_body_size as u64 {
+            return Err(too_large(config));
+        }
+    }
+    if head.end_of_stream {
+        return Err(ProxyError::Body(BodyError::Empty));
+    }
+    Ok(())
+}
+
+fn too_large(config: &Config) -> ProxyError {
+    ProxyError::BodyTooLarge {
+        limit: config.max_req_body_size,
+    }
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json_media_type(ct: &str) -> bool {
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// A header of a map read whole (names are lower case).
+pub fn header_in<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Request attributes for the consistent-hashing key: the request's headers, and the
+/// client address (read only when the key needs it).
+struct Attrs<'h> {
+    headers: &'h [(String, String)],
+    host: &'h dyn Host,
+}
+
+impl RequestAttrs for Attrs<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        header_in(self.headers, name).map(str::to_string)
+    }
+
+    fn source_address(&self) -> Option<String> {
+        self.host
+            .property(&["source", "address"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+impl Exchange {
+    pub(super) fn request_headers(
+        &mut self,
+        plugin: &Plugin,
+        end_of_stream: bool,
+        host: &dyn Host,
+    ) -> Out {
+        let config = &plugin.config;
+        self.acct.started_ns = host.now_ns();
+        // A client must never choose the cluster: its routing header goes first, whatever
+        // happens next.
+        let unroute = Effect::RemoveHeader(Map::Request, config.cluster_header.clone());
+        let mut out = self.head(plugin, end_of_stream, host);
+        out.effects.insert(0, unroute);
+        out
+    }
+
+    fn head(&mut self, plugin: &Plugin, end_of_stream: bool, host: &dyn Host) -> Out {
+        let config = &plugin.config;
+        // One read of the whole map: each host read costs about as much as a dozen writes.
+        let headers = host.headers(Map::Request);
+        let get = |name: &str| header_in(&headers, name);
+        let head = RequestHead {
+            method: get(":method"),
+            content_type: get("content-type"),
+            content_length: get("content-length"),
+            end_of_stream,
+        };
+        if let Err(e) = check_head(config, &head) {
+            return self.reply(Some(plugin), &e);
+        }
+        self.chunked = get("transfer-encoding").is_some();
+        if let (Algorithm::ConsistentHash, Some(source)) =
+            (config.balancer.algorithm(), config.hash_key.as_ref())
+        {
+            let attrs = Attrs {
+                headers: &headers,
+                host,
+            };
+            let key = key::resolve(source, &attrs, &config.consumer_header);
+            self.hash = hash_bytes(key.as_bytes());
+        }
+        if !config.rate_limits.consumers.is_empty() {
+            self.consumer = get(&config.consumer_header)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+        }
+        if retries(config) {
+            // As the client sent them: a fallback must not inherit the first instance's edits.
+            self.client_headers = headers;
+        }
+        // Routing is decided from the body: hold the headers (this needs
+        // `allow_on_headers_stop_iteration: true` in the Wasm filter config).
+        self.phase = Phase::AwaitingBody;
+        Out::hold(Vec::new())
+    }
+
+    pub(super) fn request_body(
+        &mut self,
+        plugin: &Plugin,
+        size: usize,
+        end_of_stream: bool,
+        host: &dyn Host,
+    ) -> Out {
+        if !matches!(self.phase, Phase::AwaitingBody) {
+            return Out::go(Vec::new());
+        }
+        if size > plugin.config.max_req_body_size {
+            return self.reply(Some(plugin), &too_large(&plugin.config));
+        }
+        if !end_of_stream {
+            return Out::hold(Vec::new());
+        }
+        self.forward(plugin, size, host)
+    }
+
+    /// A body that ends with trailers never reported `end_of_stream`: finish here.
+    pub(super) fn request_trailers(&mut self, plugin: &Plugin, host: &dyn Host) -> Out {
+        if !matches!(self.phase, Phase::AwaitingBody) {
+            return Out::go(Vec::new());
+        }
+        let size = match host.body(Map::Request, usize::MAX) {
+            Ok(b) => b.len(),
+            Err(s) => return self.reply(Some(plugin), &internal("read the request body", &s)),
+        };
+        self.request_body(plugin, size, true, host)
+    }
+
+    /// The whole body is buffered: admit, pick an instance, shape the request, send it on.
+    fn forward(&mut self, plugin: &Plugin, size: usize, host: &dyn Host) -> Out {
+        let config = &plugin.config;
+        let body = match host.body(Map::Request, size) {
+            Ok(b) => b,
+            Err(s) => return self.reply(Some(plugin), &internal("read the request body", &s)),
+        };
+        let tried = vec![false; config.instances.len()];
+        let limits = plugin.admission(self.consumer.as_deref(), host);
+        if let Some(l) = &limits {
+            self.shown = (0..config.instances.len()).map(|i| l.shown(i)).collect();
+        }
+        let unhealthy = plugin.unhealthy(host);
+        let planned = protocol::read_request(&body).and_then(|req| {
+            let avail = Availability {
+                tried: &tried,
+                limits: limits.as_ref(),
+                unhealthy: &unhealthy,
+            };
+            let kind = req.client.kind;
+            let index = plugin.with_rr(|rr| pick(config, rr, self.hash, kind, &avail))?;
+            let instance = config
+                .instances
+                .get(index)
+                .ok_or(ProxyError::NoInstanceAvailable)?;
+            let up = protocol::shape(instance, &req)?;
+            log::debug!(
+                "envoy-ai-proxy: {} request to instance {} (cluster {})",
+                kind.name(),
+                instance.name,
+                up.cluster
+            );
+            let edits = request_edits(config, &up, size, self.chunked);
+            let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
+            let payload = config
+                .logging
+                .payloads
+                .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
+                .flatten();
+            Ok((index, answer, payload, edits))
+        });
+        let (index, answer, payload, mut effects) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let mut out = Vec::new();
+                if matches!(e, ProxyError::RateLimited { .. }) {
+                    for (i, inst) in config.instances.iter().enumerate() {
+                        if limits.as_ref().is_some_and(|l| l.exhausted(i)) {
+                            let n = name::ratelimit_rejections(&metrics::label(&inst.name));
+                            out.push(Effect::counter(n, 1));
+                        }
+                    }
+                }
+                let mut reply = self.reply(Some(plugin), &e);
+                out.append(&mut reply.effects);
+                reply.effects = out;
+                return reply;
+            }
+        };
+        effects.extend(answer.sent());
+        self.acct.answer = Some(answer);
+        self.acct.request_payload = payload;
+        let now = host.now_ns();
+        self.acct.first_sent_ns = now;
+        self.acct.sent_ns = now;
+        if retries(config) {
+            self.retry = Some(Retry {
+                body,
+                client_headers: std::mem::take(&mut self.client_headers),
+                tried,
+                failures: Vec::new(),
+                counted: 0,
+                attempt_started_ns: now,
+                held: None,
+                last: (None, Vec::new()),
+            });
+        }
+        self.phase = Phase::Forwarded(index);
+        Out::go(effects)
+    }
+}
+
+/// Whether a failed answer may ever be retried on another instance (then the request is
+/// kept for the fallback).
+fn retries(config: &Config) -> bool {
+    config.fallback.retries_answers() && config.instances.len() > 1
+}
+
+pub(super) fn internal(what: &str, why: &str) -> ProxyError {
+    ProxyError::Internal(format!("could not {what} ({why})"))
+}
+
+/// The edits that turn the paused request into the attempt's upstream request.
+fn request_edits(
+    config: &Config,
+    up: &Upstream<'_>,
+    body_size: usize,
+    chunked: bool,
+) -> Vec<Effect> {
+    let set = |n: &str, v: &str| Effect::SetHeader(Map::Request, n.to_string(), v.to_string());
+    let mut out = vec![
+        set(&config.cluster_header, up.cluster),
+        set(":authority", up.authority),
+        set(":path", up.path),
+    ];
+    // Setting an `authorization` auth header replaces the client's anyway.
+    if up.drop_client_authorization && !up.auth_headers.iter().any(|(n, _)| n == "authorization") {
+        out.push(Effect::RemoveHeader(Map::Request, "authorization".into()));
+    }
+    out.extend(up.auth_headers.iter().map(|(n, v)| set(n, v)));
+    // `timeout` bounds a whole answer. A stream may rightly run for minutes, so for streams
+    // the total limit is lifted and the route's `idle_timeout` bounds the silence instead.
+    // A client's per-try timeout can only shorten its own request (Envoy caps it at the
+    // total, which the filter sets): it is left alone.
+    let timeout_ms = if up.stream { 0 } else { config.timeout_ms };
+    out.push(set(TIMEOUT_HEADER, &timeout_ms.to_string()));
+    if let Some(new_body) = &up.body {
+        out.push(Effect::ReplaceBody {
+            map: Map::Request,
+            size: body_size,
+            bytes: new_body.as_bytes().to_vec(),
+        });
+        // Envoy does not fix content-length after a body change; a stale one desynchronises
+        // the upstream connection.
+        out.push(set("content-length", &new_body.len().to_string()));
+        if chunked {
+            out.push(Effect::RemoveHeader(
+                Map::Request,
+                "transfer-encoding".into(),
+            ));
+        }
+    }
+    out
+}
+
+/// Client headers that never go to a fallback callout: pseudo-headers and framing (Envoy
+/// sets its own), the routing header, Envoy's control headers, and what the instance's auth
+/// replaces.
+fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
+    const DROP: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "expect",
+    ];
+    !(name.starts_with(':')
+        || name.starts_with("x-envoy-")
+        || DROP.contains(&name)
+        || name == config.cluster_header
+        || (up.drop_client_authorization && name == "authorization")
+        || up.auth_headers.iter().any(|(n, _)| n == name))
+}
+
+/// The headers of a fallback callout: the request line for the instance, the client's
+/// headers (as it sent them, so nothing of an earlier instance leaks), the instance's auth.
+pub fn callout_headers(
+    config: &Config,
+    up: &Upstream<'_>,
+    client_headers: &[(String, String)],
+    body_len: usize,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![
+        (":method".into(), "POST".into()),
+        (":path".into(), up.path.to_string()),
+        (":authority".into(), up.authority.to_string()),
+    ];
+    out.extend(
+        client_headers
+            .iter()
+            .filter(|(n, _)| forwardable(n, config, up))
+            .cloned(),
+    );
+    out.extend(up.auth_headers.iter().cloned());
+    out.push(("content-length".into(), body_len.to_string()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn head_checks() {
+        let c = config::parse(br#"{"provider":"openai","max_req_body_size":100}"#).unwrap();
+        let ok = RequestHead {
+            method: Some("POST"),
+            content_type: Some("application/json"),
+            content_length: Some("50"),
+            end_of_stream: false,
+        };
+        let ct = |v| RequestHead {
+            content_type: v,
+            ..ok
+        };
+        let len = |v| RequestHead {
+            content_length: v,
+            ..ok
+        };
+        let cases: Vec<(&str, RequestHead, Option<u32>)> = vec![
+            ("json", ok, None),
+            (
+                "json charset",
+                ct(Some("Application/JSON; charset=utf-8")),
+                None,
+            ),
+            ("vendor json", ct(Some("application/vnd.api+json")), None),
+            ("no content type", ct(None), None),
+            ("chunked", len(None), None),
+            ("text", ct(Some("text/plain")), Some(415)),
+            (
+                "form",
+                ct(Some("application/x-www-form-urlencoded")),
+                Some(415),
+            ),
+            ("too long", len(Some("101")), Some(413)),
+            ("at limit", len(Some("100")), None),
+            (
+                "no body",
+                RequestHead {
+                    end_of_stream: true,
+                    content_length: None,
+                    ..ok
+                },
+                Some(400),
+            ),
+            (
+                "get",
+                RequestHead {
+                    method: Some("GET"),
+                    ..ok
+                },
+                Some(405),
+            ),
+        ];
+        for (name, head, want) in cases {
+            let got = check_head(&c, &head).err().map(|e| e.status());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn callout_headers_carry_the_client_but_not_the_last_instance() {
+        let c = config::parse(
+            br#"{"instances":[
+                {"name":"a","provider":"openai","auth":{"header":{"Authorization":"Bearer A"}}},
+                {"name":"b","provider":"openai-compatible","override":{"endpoint":"http://b:9/v1/x"},
+                 "auth":{"header":{"api-key":"B"}}}]}"#,
+        )
+        .unwrap();
+        let req = protocol::read_request(br#"{"messages":[]}"#).unwrap();
+        let up = protocol::shape(&c.instances[1], &req).unwrap();
+        let client = crate::testing::pairs(&[
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("authorization", "Bearer client"),
+            ("api-key", "client-key"),
+            ("openai-beta", "assistants=v2"),
+            ("content-length", "15"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("x-ai-proxy-cluster", "evil"),
+            ("accept", "application/json"),
+        ]);
+        let h = callout_headers(&c, &up, &client, 15);
+        let get = |n: &str| {
+            h.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(":method"), ["POST"]);
+        assert_eq!(get(":path"), ["/v1/x"]);
+        assert_eq!(get(":authority"), ["b:9"]);
+        assert_eq!(get("authorization"), Vec::<&str>::new());
+        assert_eq!(get("api-key"), ["B"]);
+        assert_eq!(get("openai-beta"), ["assistants=v2"]);
+        assert_eq!(get("accept"), ["application/json"]);
+        assert_eq!(get("content-length"), ["15"]);
+        assert!(get("x-envoy-upstream-rq-timeout-ms").is_empty());
+        assert!(get("x-ai-proxy-cluster").is_empty());
+    }
+}

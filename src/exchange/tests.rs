@@ -1,0 +1,595 @@
+//! Whole lifecycles, natively: inputs in, the resulting state of a fake Envoy out (what
+//! went upstream, what the client got, filter state, metrics, counters). No test depends on
+//! the order of host calls.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config;
+use crate::effect::{Input, Map, Step};
+use crate::quota::local;
+use crate::testing::FakeHost;
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+struct T {
+    host: FakeHost,
+    ex: Exchange,
+    plugin: Rc<Plugin>,
+}
+
+impl T {
+    fn new(config: Value) -> T {
+        let raw = config.to_string();
+        let plugin = Rc::new(Plugin::new(
+            config::parse(raw.as_bytes()).unwrap(),
+            b"t",
+            raw.as_bytes(),
+        ));
+        let host = FakeHost::at_ms(NOW_MS);
+        if let Some(q) = plugin.quota.as_ref() {
+            q.start(&host);
+        }
+        crate::health::shared::seed(&plugin.config, &plugin.scope, &host.store);
+        T {
+            ex: Exchange::new(Some(plugin.clone())),
+            host,
+            plugin,
+        }
+    }
+
+    /// A new request on the same plugin and shared state.
+    fn next(&mut self) {
+        self.ex = Exchange::new(Some(self.plugin.clone()));
+        self.host.replies.borrow_mut().clear();
+        self.host.filter_state.borrow_mut().clear();
+    }
+
+    fn on(&mut self, input: Input) -> Step {
+        let T { host, ex, .. } = self;
+        let out = ex.on(input, host);
+        host.run(out, |i| ex.on(i, host))
+    }
+
+    /// Request headers and the whole body.
+    fn request(&mut self, body: &Value) -> Step {
+        let bytes = body.to_string();
+        let len = bytes.len().to_string();
+        self.host.set_request(
+            &[
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                (":authority", "gateway"),
+                ("content-type", "application/json"),
+                ("content-length", &len),
+                ("authorization", "Bearer client-key"),
+                ("x-ai-proxy-cluster", "evil"),
+            ],
+            bytes.as_bytes(),
+        );
+        assert_eq!(
+            self.on(Input::RequestHeaders {
+                end_of_stream: false
+            }),
+            Step::Pause
+        );
+        self.on(Input::RequestBody {
+            size: bytes.len(),
+            end_of_stream: true,
+        })
+    }
+
+    /// The route's answer: headers (with `code_details` for Envoy's own replies), then the
+    /// whole body in one chunk. Returns both steps.
+    fn respond(
+        &mut self,
+        status: u32,
+        details: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Step, Step) {
+        let status_text = status.to_string();
+        let mut h = vec![(":status", status_text.as_str())];
+        h.extend_from_slice(headers);
+        self.host.set_response(&h, body);
+        if let Some(d) = details {
+            self.host
+                .set_property("response.code_details", d.as_bytes());
+        }
+        let head = self.on(Input::ResponseHeaders {
+            end_of_stream: false,
+        });
+        let size = self.host.response_body.borrow().len();
+        let rest = self.on(Input::ResponseBody {
+            size,
+            end_of_stream: true,
+        });
+        (head, rest)
+    }
+
+    /// The answer to the last callout.
+    fn callout_answer(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let status_text = status.to_string();
+        let mut h = vec![(":status", status_text.as_str())];
+        h.extend_from_slice(headers);
+        self.host.set_callout_answer(&h, body);
+        let token = self.host.last_token();
+        self.on(Input::CalloutAnswer {
+            token,
+            body_size: body.len(),
+        });
+    }
+
+    fn sent(&self, name: &str) -> Option<String> {
+        self.host.header(Map::Request, name)
+    }
+
+    fn reply(&self) -> (u32, Value, Vec<(String, String)>) {
+        let replies = self.host.replies.borrow();
+        let r = replies.last().expect("a local reply");
+        let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, body, r.headers.clone())
+    }
+
+    fn used(&self, instance: &str, consumer: Option<&str>, window: u64) -> u64 {
+        let key = local::counter_key(&self.plugin.scope, instance, consumer);
+        local::read(&self.host.store, &key, NOW_MS / 1000, window).used
+    }
+}
+
+fn chat() -> Value {
+    json!({"model": "client-model", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn answer(prompt: u64, completion: u64) -> Vec<u8> {
+    json!({"id": "x", "model": "served-model", "choices": [{"message": {"content": "ok"}}],
+           "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}})
+    .to_string()
+    .into_bytes()
+}
+
+fn instance(name: &str, extra: Value) -> Value {
+    let mut v = json!({
+        "name": name, "provider": "openai-compatible",
+        "override": {"endpoint": format!("http://{name}.internal/v1/chat/completions")},
+        "auth": {"header": {"Authorization": format!("Bearer key-{name}")}},
+        "options": {"model": format!("model-{name}")}
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    v
+}
+
+fn two(extra: Value) -> Value {
+    let mut v = json!({
+        "fallback_strategy": ["http_429", "http_5xx"],
+        "instances": [instance("a", json!({"priority": 1})), instance("b", json!({}))]
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    v
+}
+
+#[test]
+fn one_provider_forwards_shaped_and_accounts_for_the_answer() {
+    let mut t = T::new(json!({"provider": "openai",
+        "auth": {"header": {"Authorization": "Bearer sk-conf"}},
+        "options": {"model": "gpt-4o"}, "timeout": 5000}));
+    assert_eq!(t.request(&chat()), Step::Continue);
+    // The client's routing header went first; the filter's is the one the route sees.
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("openai"));
+    assert_eq!(t.sent(":authority").as_deref(), Some("api.openai.com"));
+    assert_eq!(t.sent(":path").as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(t.sent("authorization").as_deref(), Some("Bearer sk-conf"));
+    assert_eq!(
+        t.sent("x-envoy-upstream-rq-timeout-ms").as_deref(),
+        Some("5000")
+    );
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o");
+    assert_eq!(
+        t.sent("content-length"),
+        Some(t.host.request_body.borrow().len().to_string())
+    );
+    let (head, body) = t.respond(
+        200,
+        None,
+        &[("content-type", "application/json")],
+        &answer(12, 5),
+    );
+    assert_eq!((head, body), (Step::Continue, Step::Continue));
+    assert!(t.host.replies.borrow().is_empty());
+    t.on(Input::Log);
+    for (k, v) in [
+        ("request_type", "ai_chat"),
+        ("request_llm_model", "client-model"),
+        ("llm_model", "served-model"),
+        ("llm_instance", "openai"),
+        ("llm_attempts", "1"),
+        ("llm_prompt_tokens", "12"),
+        ("llm_completion_tokens", "5"),
+        ("llm_total_tokens", "17"),
+    ] {
+        assert_eq!(t.host.state(k).as_deref(), Some(v), "{k}");
+    }
+    let tokens = "aiproxy.instance.openai.model.served-model.token_type.input.tokens_total";
+    assert_eq!(t.host.counter(tokens), 12);
+    let requests = "aiproxy.instance.openai.model.served-model.status_class.2xx.requests_total";
+    assert_eq!(t.host.counter(requests), 1);
+}
+
+#[test]
+fn first_attempt_503_then_b_serves_and_only_b_is_charged_once() {
+    let mut t = T::new(two(json!({
+        "rate_limiting": {"limit": 1000, "time_window": 60}})));
+    t.request(&chat());
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("a"));
+    let (head, body) = t.respond(
+        503,
+        Some("via_upstream"),
+        &[("content-type", "application/json")],
+        b"{\"error\":{}}",
+    );
+    assert_eq!(
+        (head, body),
+        (Step::Pause, Step::Pause),
+        "the failed answer is held"
+    );
+    let callouts = t.host.callouts.borrow().clone();
+    assert_eq!(callouts.len(), 1);
+    let call = &callouts[0].1;
+    assert_eq!(call.cluster, "b");
+    assert!(call
+        .headers
+        .contains(&("authorization".into(), "Bearer key-b".into())));
+    assert!(call
+        .headers
+        .contains(&(":authority".into(), "b.internal".into())));
+    let sent: Value = serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        sent["model"], "model-b",
+        "shaped for b from the client's body"
+    );
+    t.callout_answer(
+        200,
+        &[("content-type", "application/json"), ("x-served-by", "b")],
+        &answer(10, 4),
+    );
+    let (status, body, headers) = t.reply();
+    assert_eq!(status, 200);
+    assert_eq!(body["usage"]["total_tokens"], 14);
+    assert!(headers.contains(&("x-served-by".into(), "b".into())));
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n == "x-ai-ratelimit-remaining-b" && v == "1000"));
+    // The reply passes through the response callbacks: nothing more is metered or charged.
+    t.respond(
+        200,
+        None,
+        &[("content-type", "application/json")],
+        &answer(99, 99),
+    );
+    t.on(Input::Log);
+    assert_eq!(t.host.state("llm_instance").as_deref(), Some("b"));
+    assert_eq!(t.host.state("llm_attempts").as_deref(), Some("2"));
+    assert_eq!(
+        t.host.state("llm_fallback_reason").as_deref(),
+        Some("http_503")
+    );
+    assert_eq!(t.host.state("llm_total_tokens").as_deref(), Some("14"));
+    assert_eq!((t.used("a", None, 60), t.used("b", None, 60)), (0, 14));
+    assert_eq!(
+        t.host
+            .counter("aiproxy.instance.a.reason.http_503.fallbacks_total"),
+        1
+    );
+}
+
+#[test]
+fn every_instance_429_gives_429_with_the_largest_retry_after() {
+    let mut t = T::new(json!({
+        "fallback_strategy": "http_429",
+        "instances": [instance("a", json!({"priority": 2})), instance("b", json!({"priority": 1})),
+                      instance("c", json!({}))]}));
+    t.request(&chat());
+    t.respond(429, None, &[("retry-after", "3")], b"{}");
+    t.callout_answer(429, &[("retry-after", "9")], b"{}");
+    t.callout_answer(429, &[("retry-after", "5")], b"{}");
+    let (status, body, headers) = t.reply();
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(headers.contains(&("retry-after".into(), "9".into())));
+    assert_eq!(t.host.state("llm_attempts").as_deref(), Some("3"));
+    assert_eq!(
+        t.host.state("llm_fallback_reason").as_deref(),
+        Some("http_429,http_429,http_429")
+    );
+}
+
+#[test]
+fn all_failed_gives_502_with_the_last_answer() {
+    let mut t = T::new(two(json!({})));
+    t.request(&chat());
+    t.respond(500, Some("via_upstream"), &[], b"first");
+    t.callout_answer(503, &[("content-type", "text/plain")], b"last words");
+    let (status, _, headers) = t.reply();
+    assert_eq!(status, 502);
+    assert_eq!(t.host.replies.borrow()[0].body, b"last words");
+    assert_eq!(
+        headers,
+        vec![("content-type".to_string(), "text/plain".to_string())]
+    );
+}
+
+#[test]
+fn envoys_timeout_and_refused_connection_become_json_errors() {
+    for (status, details, code) in [
+        (504, "response_timeout", "upstream_timeout"),
+        (
+            503,
+            "upstream_reset_before_response_started{remote_connection_failure}",
+            "upstream_unavailable",
+        ),
+        (503, "no_healthy_upstream", "upstream_unavailable"),
+        (503, "cluster_not_found", "upstream_unavailable"),
+    ] {
+        let mut t = T::new(json!({"provider": "openai"}));
+        t.request(&chat());
+        let (head, body) = t.respond(
+            status,
+            Some(details),
+            &[("content-type", "text/plain"), ("content-length", "9")],
+            b"plain txt",
+        );
+        assert_eq!((head, body), (Step::Continue, Step::Continue));
+        assert_eq!(
+            t.host.header(Map::Response, "content-type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(t.host.header(Map::Response, "content-length"), None);
+        let v: Value = serde_json::from_slice(&t.host.response_body.borrow()).unwrap();
+        assert_eq!(v["error"]["code"], code, "{details}");
+        if details == "cluster_not_found" {
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("cluster does not exist"), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn fallback_reasons_name_what_envoy_said() {
+    for (details, reason) in [
+        ("no_healthy_upstream", "no_healthy_upstream"),
+        ("cluster_not_found", "cluster_not_found"),
+        ("response_timeout", "timeout"),
+        (
+            "upstream_reset_before_response_started{connection_failure}",
+            "connect_failure",
+        ),
+    ] {
+        let mut t = T::new(two(json!({})));
+        t.request(&chat());
+        t.respond(503, Some(details), &[], b"");
+        t.callout_answer(200, &[("content-type", "application/json")], &answer(1, 1));
+        assert_eq!(
+            t.host.state("llm_fallback_reason").as_deref(),
+            Some(reason),
+            "{details}"
+        );
+    }
+}
+
+#[test]
+fn quota_headers_follow_show_limit_quota_header() {
+    for show in [true, false] {
+        let mut t = T::new(json!({"provider": "openai",
+            "rate_limiting": {"limit": 30, "time_window": 60, "show_limit_quota_header": show}}));
+        for remaining in ["30", "20", "10"] {
+            t.next();
+            t.request(&chat());
+            t.respond(
+                200,
+                None,
+                &[("content-type", "application/json")],
+                &answer(6, 4),
+            );
+            let shown = t
+                .host
+                .header(Map::Response, "x-ai-ratelimit-remaining-openai");
+            assert_eq!(shown.as_deref(), show.then_some(remaining));
+            assert_eq!(
+                t.host
+                    .header(Map::Response, "x-ai-ratelimit-limit-openai")
+                    .is_some(),
+                show
+            );
+        }
+        t.next();
+        t.request(&chat());
+        let (status, body, headers) = t.reply();
+        assert_eq!(status, 429);
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        assert!(headers.iter().any(|(n, _)| n == "retry-after"));
+        assert_eq!(
+            headers
+                .iter()
+                .any(|(n, _)| n.starts_with("x-ai-ratelimit-")),
+            show
+        );
+        assert_eq!(
+            t.host
+                .counter("aiproxy.instance.openai.ratelimit_rejections_total"),
+            1
+        );
+    }
+}
+
+#[test]
+fn streams_are_charged_once_at_the_end_and_the_usage_event_hidden() {
+    let mut t = T::new(json!({"provider": "openai",
+        "rate_limiting": {"limit": 1000, "time_window": 60}}));
+    let mut body = chat();
+    body["stream"] = json!(true);
+    t.request(&body);
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert_eq!(
+        t.sent("x-envoy-upstream-rq-timeout-ms").as_deref(),
+        Some("0")
+    );
+    t.host.set_response(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        b"",
+    );
+    t.on(Input::ResponseHeaders {
+        end_of_stream: false,
+    });
+    let events = [
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    let mut client = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        *t.host.response_body.borrow_mut() = e.as_bytes().to_vec();
+        t.on(Input::ResponseBody {
+            size: e.len(),
+            end_of_stream: i == events.len() - 1,
+        });
+        client.extend(t.host.response_body.borrow().iter());
+        assert_eq!(t.used("openai", None, 60), if i == 2 { 5 } else { 0 });
+    }
+    assert!(!String::from_utf8(client).unwrap().contains("usage"));
+    t.on(Input::Log);
+    assert_eq!(t.used("openai", None, 60), 5, "charged exactly once");
+    assert_eq!(t.host.state("request_type").as_deref(), Some("ai_stream"));
+}
+
+#[test]
+fn a_callout_answer_after_the_client_left_changes_nothing() {
+    let mut t = T::new(two(
+        json!({"rate_limiting": {"limit": 1000, "time_window": 60}}),
+    ));
+    t.request(&chat());
+    t.respond(503, Some("via_upstream"), &[], b"");
+    assert_eq!(t.host.callouts.borrow().len(), 1);
+    t.on(Input::Log);
+    t.callout_answer(200, &[("content-type", "application/json")], &answer(10, 4));
+    assert!(t.host.replies.borrow().is_empty());
+    assert_eq!(t.used("b", None, 60), 0);
+    // A stale token never matches either.
+    let mut t = T::new(two(json!({})));
+    t.request(&chat());
+    t.respond(503, Some("via_upstream"), &[], b"");
+    t.host.set_callout_answer(&[(":status", "200")], b"{}");
+    t.on(Input::CalloutAnswer {
+        token: 999,
+        body_size: 2,
+    });
+    assert!(t.host.replies.borrow().is_empty());
+}
+
+#[test]
+fn a_refused_callout_tries_the_next_and_else_the_route_answer_passes() {
+    let cfg = json!({
+        "fallback_strategy": "http_5xx",
+        "instances": [instance("a", json!({"priority": 2})), instance("b", json!({"priority": 1})),
+                      instance("c", json!({}))]});
+    let mut t = T::new(cfg.clone());
+    t.host.refuse_cluster.borrow_mut().push("b".into());
+    t.request(&chat());
+    let (head, _) = t.respond(500, Some("via_upstream"), &[], b"");
+    assert_eq!(head, Step::Pause);
+    let clusters: Vec<String> = t
+        .host
+        .callouts
+        .borrow()
+        .iter()
+        .map(|c| c.1.cluster.clone())
+        .collect();
+    assert_eq!(clusters, ["c"]);
+    t.callout_answer(200, &[("content-type", "application/json")], &answer(1, 1));
+    assert_eq!(t.reply().0, 200);
+    assert_eq!(
+        t.host.state("llm_fallback_reason").as_deref(),
+        Some("http_500,callout_failed")
+    );
+
+    // Nothing can be called: the route's own answer goes to the client, as it came.
+    let mut t = T::new(cfg);
+    t.host
+        .refuse_cluster
+        .borrow_mut()
+        .extend(["b".to_string(), "c".to_string()]);
+    t.request(&chat());
+    let (head, body) = t.respond(
+        500,
+        Some("via_upstream"),
+        &[("content-type", "application/json")],
+        &answer(2, 2),
+    );
+    assert_eq!((head, body), (Step::Continue, Step::Continue));
+    assert!(t.host.replies.borrow().is_empty());
+    assert_eq!(t.host.state("llm_total_tokens").as_deref(), Some("4"));
+}
+
+#[test]
+fn a_request_that_cannot_be_shaped_is_not_sent() {
+    let mut t = T::new(json!({"provider": "openai", "auth": {"header": {"api-key": "k"}}}));
+    *t.host.fail_request_edit.borrow_mut() = Some(":path".into());
+    assert_eq!(t.request(&chat()), Step::Pause);
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "internal_error");
+    assert_eq!(
+        t.sent("api-key"),
+        None,
+        "the edits after the failed one are not applied"
+    );
+}
+
+#[test]
+fn bad_requests_get_openai_errors_before_any_pick() {
+    let mut t = T::new(json!({"provider": "openai", "max_req_body_size": 10}));
+    t.request(&chat());
+    assert_eq!(t.reply().0, 413);
+    assert_eq!(
+        t.sent("x-ai-proxy-cluster"),
+        None,
+        "removed even when refused"
+    );
+    t.next();
+    t.host.set_request(&[(":method", "GET")], b"");
+    assert_eq!(
+        t.on(Input::RequestHeaders {
+            end_of_stream: true
+        }),
+        Step::Pause
+    );
+    assert_eq!(t.reply().0, 405);
+    let mut t = T::new(json!({"provider": "openai"}));
+    t.request(&json!({"prompt": "x"}));
+    assert_eq!(t.reply().1["error"]["code"], "unknown_request_kind");
+    t.on(Input::Log);
+    let n = "aiproxy.instance.none.model.none.status_class.4xx.requests_total";
+    assert_eq!(t.host.counter(n), 1);
+}
+
+#[test]
+fn unconfigured_fails_closed() {
+    let host = FakeHost::default();
+    let mut ex = Exchange::new(None);
+    let out = ex.on(
+        Input::RequestHeaders {
+            end_of_stream: false,
+        },
+        &host,
+    );
+    host.run(out, |i| ex.on(i, &host));
+    assert_eq!(host.replies.borrow()[0].status, 500);
+}

@@ -1,0 +1,219 @@
+//! Health states in Envoy's shared data: their keys, which instances they take out now,
+//! and the read-modify-write of a passive observation or a probe result, so every worker's
+//! observations count and none is lost.
+
+use super::{ActiveState, Outcome, PassiveState};
+use crate::config::{Config, Instance};
+use crate::effect::Effect;
+use crate::metrics::{self, name};
+use crate::store::{self, Store};
+
+/// The shared-data keys of an instance's health: active (written by the prober) and
+/// passive (written by the workers that see its answers).
+pub fn keys(scope: &str, instance: &str) -> (String, String) {
+    (
+        format!("aiproxy.hc.{scope}.{instance}.active"),
+        format!("aiproxy.hc.{scope}.{instance}.passive"),
+    )
+}
+
+fn checked(inst: &Instance) -> bool {
+    inst.active_check.is_some() || inst.passive_check.is_some()
+}
+
+/// Whether any instance has health checks.
+pub fn any(config: &Config) -> bool {
+    config.instances.iter().any(checked)
+}
+
+/// Creates every health key before traffic, so that later writes can use CAS.
+pub fn seed(config: &Config, scope: &str, store: &dyn Store) {
+    for inst in &config.instances {
+        let (active, passive) = keys(scope, &inst.name);
+        let mut seeds = Vec::new();
+        if inst.active_check.is_some() {
+            seeds.push((active, ActiveState::default().encode()));
+        }
+        if inst.passive_check.is_some() {
+            seeds.push((passive, PassiveState::default().encode()));
+        }
+        for (key, value) in seeds {
+            if let Err(e) = store::seed(store, &key, &value) {
+                log::warn!("envoy-ai-proxy: cannot seed {key}: {e}");
+            }
+        }
+    }
+}
+
+/// Which instances the health checks have taken out now (empty without checks).
+pub fn unhealthy(config: &Config, scope: &str, store: &dyn Store, now_ms: u64) -> Vec<bool> {
+    if !any(config) {
+        return Vec::new();
+    }
+    config
+        .instances
+        .iter()
+        .map(|inst| {
+            let (active_key, passive_key) = keys(scope, &inst.name);
+            let active_down = inst.active_check.is_some()
+                && store::read(store, &active_key)
+                    .and_then(|v| ActiveState::decode(&v))
+                    .is_some_and(|s| !s.healthy);
+            let passive_down = inst.passive_check.is_some()
+                && store::read(store, &passive_key)
+                    .and_then(|v| PassiveState::decode(&v))
+                    .is_some_and(|s| s.down(now_ms));
+            active_down || passive_down
+        })
+        .collect()
+}
+
+/// The health gauge of every checked instance: 1 in, 0 out.
+pub fn gauges(config: &Config, scope: &str, store: &dyn Store, now_ms: u64) -> Vec<Effect> {
+    let down = unhealthy(config, scope, store, now_ms);
+    config
+        .instances
+        .iter()
+        .zip(down)
+        .filter(|(inst, _)| checked(inst))
+        .map(|(inst, down)| {
+            Effect::gauge(name::healthy(&metrics::label(&inst.name)), u64::from(!down))
+        })
+        .collect()
+}
+
+/// A real answer from instance `index` feeds its passive check.
+pub fn observe(
+    config: &Config,
+    scope: &str,
+    store: &dyn Store,
+    index: usize,
+    outcome: Outcome,
+    retry_after: Option<u64>,
+    now_ms: u64,
+) {
+    let Some(inst) = config.instances.get(index) else {
+        return;
+    };
+    let Some(check) = inst.passive_check.as_ref() else {
+        return;
+    };
+    let (_, key) = keys(scope, &inst.name);
+    let written = store::update(store, &key, |value| {
+        let state = value.and_then(PassiveState::decode).unwrap_or_default();
+        let (next, taken_out) = state.after(check, outcome, retry_after, now_ms)?;
+        Some((next.encode(), (next, taken_out)))
+    });
+    match written {
+        Ok(Some((next, true))) => log::warn!(
+            "envoy-ai-proxy: instance {} taken out for {} ms after {outcome:?}",
+            inst.name,
+            next.down_until_ms.saturating_sub(now_ms)
+        ),
+        Ok(_) => {}
+        Err(e) => log::debug!(
+            "envoy-ai-proxy: passive health of {} not saved: {e}",
+            inst.name
+        ),
+    }
+}
+
+/// A probe's result for instance `index` moves its active state.
+pub fn record_probe(
+    config: &Config,
+    scope: &str,
+    store: &dyn Store,
+    index: usize,
+    outcome: Outcome,
+) {
+    let Some(inst) = config.instances.get(index) else {
+        return;
+    };
+    let Some(check) = inst.active_check.as_ref() else {
+        return;
+    };
+    let (key, _) = keys(scope, &inst.name);
+    let written = store::update(store, &key, |value| {
+        let state = value.and_then(ActiveState::decode).unwrap_or_default();
+        let (next, flipped) = state.after(check, outcome);
+        (next != state).then(|| (next.encode(), (next, flipped)))
+    });
+    match written {
+        Ok(Some((next, true))) => {
+            let now = if next.healthy { "healthy" } else { "unhealthy" };
+            log::warn!(
+                "envoy-ai-proxy: instance {} is now {now} (active probe: {outcome:?})",
+                inst.name
+            );
+        }
+        Ok(_) => {}
+        Err(e) => log::debug!("envoy-ai-proxy: health of {} not saved: {e}", inst.name),
+    }
+}
+
+/// Whether the active check has instance `index` healthy (unknown counts as healthy).
+pub fn actively_healthy(scope: &str, store: &dyn Store, instance: &str) -> bool {
+    let (key, _) = keys(scope, instance);
+    store::read(store, &key)
+        .and_then(|v| ActiveState::decode(&v))
+        .is_none_or(|s| s.healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::store::mem::Mem;
+
+    fn cfg() -> Config {
+        config::parse(
+            br#"{"instances":[
+                {"name":"a","provider":"openai","priority":1,
+                 "checks":{"active":{"http_path":"/health","unhealthy":{"http_failures":2}},
+                           "passive":{"unhealthy":{"http_failures":2},"cooldown":5}}},
+                {"name":"b","provider":"openai"}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn observations_and_probes_take_instances_out_and_back() {
+        let c = cfg();
+        let store = Mem::default();
+        let now = 5_000_000;
+        seed(&c, "s", &store);
+        assert_eq!(unhealthy(&c, "s", &store, now), vec![false, false]);
+        // Passive: two 503s in a row take a out for the cooldown.
+        for _ in 0..2 {
+            observe(&c, "s", &store, 0, Outcome::Status(503), None, now);
+        }
+        assert_eq!(unhealthy(&c, "s", &store, now), vec![true, false]);
+        assert_eq!(unhealthy(&c, "s", &store, now + 5000), vec![false, false]);
+        // b has no checks: nothing is written for it.
+        observe(&c, "s", &store, 1, Outcome::Status(503), None, now);
+        assert_eq!(store.keys().len(), 2);
+        // Active: two failed probes, then back after two successes (the default).
+        for _ in 0..2 {
+            record_probe(&c, "s", &store, 0, Outcome::ConnectFailure);
+        }
+        assert!(!actively_healthy("s", &store, "a"));
+        assert_eq!(unhealthy(&c, "s", &store, now + 5000), vec![true, false]);
+        assert_eq!(
+            gauges(&c, "s", &store, now + 5000),
+            vec![Effect::gauge(name::healthy("a"), 0)]
+        );
+        for _ in 0..2 {
+            record_probe(&c, "s", &store, 0, Outcome::Status(200));
+        }
+        assert!(actively_healthy("s", &store, "a"));
+        assert_eq!(unhealthy(&c, "s", &store, now + 5000), vec![false, false]);
+    }
+
+    #[test]
+    fn no_checks_no_reads() {
+        let c = config::parse(br#"{"provider":"openai"}"#).unwrap();
+        let store = Mem::default();
+        store.down.set(true);
+        assert!(unhealthy(&c, "s", &store, 0).is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+use super::*;
+use crate::config;
+use crate::store::mem::Mem;
+use crate::testing::FakeHost;
+
+fn limited() -> Config {
+    config::parse(
+        serde_json::json!({
+            "instances": [
+                {"name": "a", "provider": "openai", "priority": 1},
+                {"name": "b", "provider": "openai"}
+            ],
+            "rate_limiting": {"instances": [{"name": "a", "limit": 10, "time_window": 60}],
+                              "rejected_msg": "over quota"},
+            "consumers": [{"name": "john", "rate_limiting": {
+                "instances": [{"name": "b", "limit": 5, "time_window": 30}],
+                "limit_strategy": "completion_tokens", "rejected_code": 403}}]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a, 'a> {
+    Ctx {
+        config: c,
+        scope: "s",
+        consumer,
+    }
+}
+
+#[test]
+fn charges_add_up_and_roll_over() {
+    let s = Mem::default();
+    store::seed(&s, "k", &Counter::default().encode()).unwrap();
+    assert_eq!(charge(&s, "k", 125, 60, 10).unwrap().used, 10);
+    assert_eq!(charge(&s, "k", 130, 60, 7).unwrap().used, 17);
+    assert_eq!(read(&s, "k", 179, 60).used, 17);
+    // Next window.
+    assert_eq!(read(&s, "k", 180, 60).used, 0);
+    assert_eq!(
+        charge(&s, "k", 181, 60, 2).unwrap(),
+        Counter {
+            window_start: 180,
+            used: 2
+        }
+    );
+}
+
+#[test]
+fn a_lost_race_is_retried_and_nothing_is_lost() {
+    let s = Mem::default();
+    store::seed(&s, "k", &Counter::default().encode()).unwrap();
+    // Another worker charges 5 tokens first, three times.
+    *s.rival.borrow_mut() = Some(Box::new(|v| {
+        let mut c = Counter::at(v.and_then(Counter::decode), 100, 60);
+        c.used += 5;
+        c.encode()
+    }));
+    s.interfere.set(3);
+    let c = charge(&s, "k", 100, 60, 7).unwrap();
+    assert_eq!(c.used, 22);
+    assert_eq!(read(&s, "k", 100, 60).used, 22);
+    s.interfere.set(usize::MAX);
+    assert_eq!(charge(&s, "k", 100, 60, 1), Err(StoreError::CasMismatch));
+}
+
+#[test]
+fn admission_reads_every_limit_and_the_binding_one_shows() {
+    let c = limited();
+    let host = FakeHost::at_ms(1_000_000_000);
+    let local = Local::new(&c, "s");
+    assert_eq!(local.counters().len(), 2);
+    local.start(&host);
+    assert_eq!(
+        host.store.keys(),
+        ["aiproxy.rl.s.a.*", "aiproxy.rl.s.b.john"]
+    );
+    let adm = local.admission(&ctx(&c, None), &host);
+    assert_eq!(adm.shown(0).map(|q| q.remaining), Some(10));
+    assert!(adm.per_instance[1].is_none());
+
+    let now = 1_000_000;
+    charge(&host.store, &counter_key("s", "a", None), now, 60, 3).unwrap();
+    charge(
+        &host.store,
+        &counter_key("s", "b", Some("john")),
+        now,
+        30,
+        5,
+    )
+    .unwrap();
+    let john = local.admission(&ctx(&c, Some("john")), &host);
+    assert_eq!(john.shown(0).map(|q| (q.limit, q.remaining)), Some((10, 7)));
+    assert!(john.exhausted(1));
+    let jane = local.admission(&ctx(&c, Some("jane")), &host);
+    assert!(!jane.exhausted(1) && jane.per_instance[1].is_none());
+    // John's consumer limit inherits the route's message, not its status.
+    match john.rejection(&c, 1) {
+        crate::error::ProxyError::RateLimited {
+            status, message, ..
+        } => assert_eq!((status, message.as_str()), (403, "over quota")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn settling_follows_each_limits_strategy() {
+    let c = limited();
+    let host = FakeHost::at_ms(1_000_000_000);
+    let local = Local::new(&c, "s");
+    local.start(&host);
+    let u = Usage {
+        prompt_tokens: 3,
+        completion_tokens: 4,
+        total_tokens: 7,
+        ..Usage::default()
+    };
+    let used = |key: &str, window| read(&host.store, key, 1_000_000, window).used;
+    local.settle(&ctx(&c, None), 0, &u, &host);
+    assert_eq!(used("aiproxy.rl.s.a.*", 60), 7);
+    // No limit on b for the route, nor for an unknown consumer.
+    local.settle(&ctx(&c, None), 1, &u, &host);
+    local.settle(&ctx(&c, Some("nobody")), 1, &u, &host);
+    assert_eq!(used("aiproxy.rl.s.b.john", 30), 0);
+    local.settle(&ctx(&c, Some("john")), 1, &u, &host);
+    assert_eq!(used("aiproxy.rl.s.b.john", 30), 4);
+    let gauges = local.gauges(&c, &host);
+    assert_eq!(
+        gauges,
+        vec![
+            Effect::gauge(name::ratelimit_used("a", "all"), 7),
+            Effect::gauge(name::ratelimit_used("b", "john"), 4)
+        ]
+    );
+}
