@@ -1,6 +1,11 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
 //! request shaping (1 KB and 100 KB bodies), SSE framing and usage per event, picking.
 //! `cargo bench -p envoy-ai-proxy --bench hot_paths`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::time::Instant;

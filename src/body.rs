@@ -56,7 +56,7 @@ impl<'a> JsonBody<'a> {
             members.push(Member {
                 key,
                 start,
-                end: start + raw.get().len(),
+                end: start.saturating_add(raw.get().len()),
             });
         }
         // Only JSON whitespace may follow the object (checked by `end()`), so the last
@@ -112,12 +112,16 @@ impl<'a> JsonBody<'a> {
         }
         splices.sort_by_key(|s| s.0);
 
-        let extra: usize = splices.iter().map(|s| s.2.len()).sum::<usize>()
-            + appended
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
-                .sum::<usize>();
-        let mut out = String::with_capacity(self.text.len() + extra);
+        let extra = splices
+            .iter()
+            .map(|s| s.2.len())
+            .fold(0usize, usize::saturating_add);
+        let extra = appended.iter().fold(extra, |acc, (k, v)| {
+            acc.saturating_add(k.len())
+                .saturating_add(v.len())
+                .saturating_add(8)
+        });
+        let mut out = String::with_capacity(self.text.len().saturating_add(extra));
         let mut pos = 0;
         for (start, end, value) in splices {
             out.push_str(self.text.get(pos..start).unwrap_or(""));

@@ -23,40 +23,40 @@
 //! data), `ratelimit` (windows and quotas), `clusters` (the Envoy clusters a configuration
 //! needs, for generated bootstraps), `wire` (the proxy-wasm header map encoding).
 
-// The VM must never panic: a panic kills it and every later request on that worker fails.
+// The lints that keep the VM from panicking are in Cargo.toml; test code may panic.
 #![cfg_attr(
-    not(test),
-    deny(
+    test,
+    allow(
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::panic,
         clippy::indexing_slicing,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
+        clippy::arithmetic_side_effects
     )
 )]
 
 pub mod balancer;
-pub mod body;
+pub(crate) mod body;
 pub mod clusters;
 pub mod config;
-pub mod effect;
-pub mod error;
+pub(crate) mod effect;
+pub(crate) mod error;
 pub mod exchange;
-pub mod fallback;
-pub mod health;
+pub(crate) mod fallback;
+pub(crate) mod health;
 pub mod metrics;
-pub mod outcome;
+pub(crate) mod outcome;
 pub mod protocol;
-pub mod provider;
-pub mod quota;
+pub(crate) mod provider;
+pub(crate) mod quota;
 pub mod ratelimit;
 pub mod root;
-pub mod sse;
-pub mod store;
+pub(crate) mod sse;
+pub(crate) mod store;
 pub mod usage;
-pub mod wire;
+// Used by the host layer only (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod testing;

@@ -15,6 +15,17 @@ pub enum Kind {
     Histogram,
 }
 
+impl Kind {
+    /// The proxy-wasm ABI's metric type.
+    pub fn abi(self) -> u32 {
+        match self {
+            Kind::Counter => 0,
+            Kind::Gauge => 1,
+            Kind::Histogram => 2,
+        }
+    }
+}
+
 /// A label value safe inside a stat name: `[A-Za-z0-9_-]`, everything else `_`.
 pub fn label(value: &str) -> String {
     if value.is_empty() {

@@ -76,12 +76,13 @@ impl Counter {
 }
 
 pub fn window_start(now_secs: u64, window_secs: u64) -> u64 {
-    now_secs - now_secs % window_secs.max(1)
+    now_secs.saturating_sub(now_secs.checked_rem(window_secs.max(1)).unwrap_or(0))
 }
 
 /// Seconds until the window of `now` ends (at least 1).
 pub fn reset_in(now_secs: u64, window_secs: u64) -> u64 {
-    (window_start(now_secs, window_secs) + window_secs.max(1))
+    window_start(now_secs, window_secs)
+        .saturating_add(window_secs.max(1))
         .saturating_sub(now_secs)
         .max(1)
 }

@@ -34,7 +34,7 @@ impl SseFramer {
     /// what to send on now: the kept events, whole. The unfinished tail is held back (no
     /// client can use half an event).
     pub fn push(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(&Event) -> Verdict) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + self.tail.len());
+        let mut out = Vec::with_capacity(chunk.len().saturating_add(self.tail.len()));
         let mut chunk = chunk;
         if let Some(verdict) = self.after_cr.take() {
             if let Some((b'\n', rest)) = chunk.split_first() {
@@ -100,7 +100,7 @@ fn event_start_of_scan(buf: &[u8], scan_from: usize) -> usize {
             // Start of the line containing position i.
             head.get(..i)
                 .and_then(|h| h.iter().rposition(|&b| b == b'\r' || b == b'\n'))
-                .map_or(0, |p| p + 1)
+                .map_or(0, |p| p.saturating_add(1))
         }
         None => 0,
     }
@@ -114,9 +114,9 @@ fn find_event_end(buf: &[u8], pos: &mut usize) -> Option<usize> {
     while let Some(&b) = buf.get(i) {
         match b {
             b'\r' | b'\n' => {
-                let mut end = i + 1;
+                let mut end = i.saturating_add(1);
                 if b == b'\r' && buf.get(end) == Some(&b'\n') {
-                    end += 1;
+                    end = end.saturating_add(1);
                 } else if b == b'\r' && end == buf.len() && !line_empty {
                     // `\r` last in the buffer ends a non-empty line; if `\n` follows later it
                     // is that same line ending. Wait for it before deciding.
@@ -131,7 +131,7 @@ fn find_event_end(buf: &[u8], pos: &mut usize) -> Option<usize> {
             }
             _ => {
                 line_empty = false;
-                i += 1;
+                i = i.saturating_add(1);
             }
         }
     }

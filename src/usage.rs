@@ -159,7 +159,7 @@ impl Meter {
             }
             None => {
                 if !self.json_overflow {
-                    if self.json.len() + chunk.len() > MAX_JSON_FOR_USAGE {
+                    if self.json.len().saturating_add(chunk.len()) > MAX_JSON_FOR_USAGE {
                         self.json_overflow = true;
                         self.json = Vec::new();
                     } else {
@@ -261,7 +261,7 @@ impl Meter {
 fn floor_char_boundary(s: &str, at: usize) -> usize {
     let mut i = at.min(s.len());
     while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
+        i = i.saturating_sub(1);
     }
     i
 }

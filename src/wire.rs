@@ -1,12 +1,47 @@
-//! The proxy-wasm ABI's header map encoding, both ways (pure, so it is tested natively).
+//! The proxy-wasm ABI's values and encodings that need no host: the header map encoding
+//! both ways, status names, log levels (pure, so they are tested natively).
+
+/// The name of a proxy-wasm host status.
+pub fn status_name(status: u32) -> &'static str {
+    match status {
+        0 => "Ok",
+        1 => "NotFound",
+        2 => "BadArgument",
+        3 => "SerializationFailure",
+        4 => "ParseFailure",
+        7 => "Empty",
+        8 => "CasMismatch",
+        10 => "InternalFailure",
+        12 => "Unimplemented",
+        _ => "unknown status",
+    }
+}
+
+/// Envoy's log level (0 trace .. 5 critical/off) as a `log` filter; Info when unknown.
+pub fn log_filter(level: Option<u32>) -> log::LevelFilter {
+    match level {
+        Some(0) => log::LevelFilter::Trace,
+        Some(1) => log::LevelFilter::Debug,
+        Some(2) | None => log::LevelFilter::Info,
+        Some(3) => log::LevelFilter::Warn,
+        Some(4) => log::LevelFilter::Error,
+        Some(_) => log::LevelFilter::Off,
+    }
+}
+
+/// A `log` level as Envoy's (0 trace .. 4 error).
+pub fn envoy_level(level: log::Level) -> u32 {
+    5u32.saturating_sub(level as u32)
+}
 
 /// The ABI's header map encoding: count, (name length, value length) pairs, then each name
 /// and value followed by a NUL byte.
 pub fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + map
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 10)
-        .sum::<usize>();
+    let size = map.iter().fold(4usize, |acc, (n, v)| {
+        acc.saturating_add(n.len())
+            .saturating_add(v.len())
+            .saturating_add(10)
+    });
     let mut bytes = Vec::with_capacity(size);
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     bytes.extend_from_slice(&len32(map.len()));
@@ -43,7 +78,9 @@ pub fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
         let Some(sizes) = i.checked_mul(8).and_then(|n| n.checked_add(4)) else {
             break;
         };
-        let (Some(name_len), Some(value_len)) = (u32_at(sizes), u32_at(sizes + 4)) else {
+        let (Some(name_len), Some(value_len)) =
+            (u32_at(sizes), sizes.checked_add(4).and_then(u32_at))
+        else {
             break;
         };
         let name = data
@@ -68,6 +105,15 @@ pub fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_both_ways() {
+        for l in [log::Level::Trace, log::Level::Info, log::Level::Error] {
+            assert_eq!(log_filter(Some(envoy_level(l))), l.to_level_filter());
+        }
+        assert_eq!(log_filter(None), log::LevelFilter::Info);
+        assert_eq!(status_name(8), "CasMismatch");
+    }
 
     #[test]
     fn round_trip() {

@@ -106,11 +106,11 @@ fn combination(template: &str) -> Result<Vec<Part>, String> {
             literal.push(c);
             continue;
         }
-        let start = at + 1;
+        let start = at.saturating_add(1);
         let mut end = start;
         while let Some(&(i, n)) = chars.peek() {
             if n.is_ascii_alphanumeric() || n == '_' {
-                end = i + n.len_utf8();
+                end = i.saturating_add(n.len_utf8());
                 chars.next();
             } else {
                 break;

@@ -124,7 +124,7 @@ impl Balancer {
         let mut best: Option<(usize, i64)> = None;
         for m in tier {
             if let Some(c) = rr.current.get_mut(m.index) {
-                *c += weight_i64(m.weight);
+                *c = c.saturating_add(weight_i64(m.weight));
                 if best.is_none_or(|(_, b)| *c > b) {
                     best = Some((m.index, *c));
                 }
@@ -132,7 +132,7 @@ impl Balancer {
         }
         let chosen = best.map_or(0, |(i, _)| i);
         if let Some(c) = rr.current.get_mut(chosen) {
-            *c -= total;
+            *c = c.saturating_sub(total);
         }
         chosen
     }

@@ -284,7 +284,7 @@ pub fn request_payload(raw: Option<&str>) -> Option<String> {
     }
     let mut cut = MAX_LOGGED_TEXT;
     while cut > 0 && !raw.is_char_boundary(cut) {
-        cut -= 1;
+        cut = cut.saturating_sub(1);
     }
     Some(format!("{}…(truncated)", raw.get(..cut).unwrap_or("")))
 }

@@ -127,7 +127,7 @@ impl ActiveState {
                 if s.healthy {
                     return (s, false);
                 }
-                s.successes += 1;
+                s.successes = s.successes.saturating_add(1);
                 if s.successes >= check.successes {
                     (ActiveState::default(), true)
                 } else {
@@ -138,15 +138,15 @@ impl ActiveState {
                 s.successes = 0;
                 let tripped = match outcome {
                     Outcome::Timeout => {
-                        s.timeouts += 1;
+                        s.timeouts = s.timeouts.saturating_add(1);
                         s.timeouts >= check.timeouts
                     }
                     Outcome::ConnectFailure => {
-                        s.tcp_failures += 1;
+                        s.tcp_failures = s.tcp_failures.saturating_add(1);
                         s.tcp_failures >= check.tcp_failures
                     }
                     Outcome::Status(_) => {
-                        s.http_failures += 1;
+                        s.http_failures = s.http_failures.saturating_add(1);
                         s.http_failures >= check.http_failures
                     }
                 };
@@ -220,15 +220,15 @@ impl PassiveState {
         }
         let tripped = match outcome {
             Outcome::Status(st) if check.statuses.iter().any(|x| u32::from(*x) == st) => {
-                s.http_failures += 1;
+                s.http_failures = s.http_failures.saturating_add(1);
                 s.http_failures >= check.http_failures
             }
             Outcome::Timeout => {
-                s.timeouts += 1;
+                s.timeouts = s.timeouts.saturating_add(1);
                 s.timeouts >= check.timeouts
             }
             Outcome::ConnectFailure => {
-                s.tcp_failures += 1;
+                s.tcp_failures = s.tcp_failures.saturating_add(1);
                 s.tcp_failures >= check.tcp_failures
             }
             Outcome::Status(_) => {

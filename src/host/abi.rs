@@ -14,18 +14,7 @@ pub struct Status(pub u32);
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.0 {
-            1 => "NotFound",
-            2 => "BadArgument",
-            3 => "SerializationFailure",
-            4 => "ParseFailure",
-            7 => "Empty",
-            8 => "CasMismatch",
-            10 => "InternalFailure",
-            12 => "Unimplemented",
-            _ => "unknown status",
-        };
-        write!(f, "{name} ({})", self.0)
+        write!(f, "{} ({})", crate::wire::status_name(self.0), self.0)
     }
 }
 
@@ -170,9 +159,6 @@ pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
         .unwrap_or_default())
 }
 
-pub const METRIC_COUNTER: u32 = 0;
-pub const METRIC_GAUGE: u32 = 1;
-pub const METRIC_HISTOGRAM: u32 = 2;
 pub const CAS_MISMATCH: u32 = 8;
 
 /// A shared-data value and its CAS token; `(None, None)` when the key does not exist.

@@ -18,6 +18,7 @@ use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
 use crate::store::{Store, StoreError};
+use crate::wire::{envoy_level, log_filter};
 
 thread_local! {
     /// Metric ids of this VM: each definition allocates a new id in Envoy, so define once.
@@ -25,13 +26,8 @@ thread_local! {
 }
 
 fn metric(kind: Kind, name: &str, value: u64) -> Result<(), abi::Status> {
-    let abi_kind = match kind {
-        Kind::Counter => abi::METRIC_COUNTER,
-        Kind::Gauge => abi::METRIC_GAUGE,
-        Kind::Histogram => abi::METRIC_HISTOGRAM,
-    };
     let id = METRICS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut reg) => reg.id(name, |n| abi::define_metric(abi_kind, n).ok()),
+        Ok(mut reg) => reg.id(name, |n| abi::define_metric(kind.abi(), n).ok()),
         Err(_) => None,
     });
     match (id, kind) {
@@ -192,8 +188,7 @@ impl log::Log for HostLogger {
 
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            let level = 5 - record.level() as u32;
-            abi::log(level, &record.args().to_string());
+            abi::log(envoy_level(record.level()), &record.args().to_string());
         }
     }
 
@@ -211,16 +206,7 @@ fn init_logging() {
 
 /// Formats only what Envoy will print: follow the host's log level.
 fn sync_log_level() {
-    let filter = match abi::log_level() {
-        Ok(0) => log::LevelFilter::Trace,
-        Ok(1) => log::LevelFilter::Debug,
-        Ok(2) => log::LevelFilter::Info,
-        Ok(3) => log::LevelFilter::Warn,
-        Ok(4) => log::LevelFilter::Error,
-        Ok(_) => log::LevelFilter::Off,
-        Err(_) => log::LevelFilter::Info,
-    };
-    log::set_max_level(filter);
+    log::set_max_level(log_filter(abi::log_level().ok()));
 }
 
 struct RootCtx(Root);

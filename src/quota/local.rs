@@ -53,10 +53,6 @@ impl Local {
         }
         Local { counters }
     }
-
-    pub fn counters(&self) -> &[CounterSpec] {
-        &self.counters
-    }
 }
 
 fn now_secs(host: &dyn Host) -> u64 {

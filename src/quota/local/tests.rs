@@ -1,3 +1,5 @@
+//! Shared-data counters: keys, windows, CAS races, admission and settlement per strategy.
+
 use super::*;
 use crate::config;
 use crate::store::mem::Mem;
@@ -71,7 +73,7 @@ fn admission_reads_every_limit_and_the_binding_one_shows() {
     let c = limited();
     let host = FakeHost::at_ms(1_000_000_000);
     let local = Local::new(&c, "s");
-    assert_eq!(local.counters().len(), 2);
+    assert_eq!(local.counters.len(), 2);
     local.start(&host);
     assert_eq!(
         host.store.keys(),
