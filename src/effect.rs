@@ -25,6 +25,8 @@ pub trait Host {
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String>;
     /// The headers and body of the callout answer being delivered.
     fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>);
+    /// The message of the gRPC answer being delivered.
+    fn grpc_answer(&self, size: usize) -> Vec<u8>;
     /// An Envoy attribute (`response.code_details`, `source.address`, `request.id`, ...).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 }
@@ -48,10 +50,16 @@ pub enum Input {
         size: usize,
         end_of_stream: bool,
     },
-    /// The answer to a callout the core dispatched.
+    /// The answer to an HTTP callout the core dispatched.
     CalloutAnswer {
         token: u32,
         body_size: usize,
+    },
+    /// The answer to a gRPC callout: its gRPC status (0: OK) and message size.
+    GrpcAnswer {
+        token: u32,
+        status: u32,
+        size: usize,
     },
     /// Feedback: what came of a `Dispatch` effect (the callout's token, or why it failed).
     Dispatched {
@@ -71,6 +79,17 @@ pub enum Purpose {
     Fallback(usize),
     /// An active health probe of this instance.
     Probe(usize),
+    /// Asking the quota service whether this instance may take the request.
+    Quota(usize),
+    /// Charging an answer's usage to the quota service (nobody waits for the answer).
+    Settle,
+}
+
+/// A gRPC method, when a callout is gRPC (its body is the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grpc {
+    pub service: String,
+    pub method: String,
 }
 
 /// An HTTP call to an Envoy cluster, outside the route.
@@ -78,9 +97,11 @@ pub enum Purpose {
 pub struct Callout {
     pub purpose: Purpose,
     pub cluster: String,
+    /// Request headers (HTTP), or initial metadata (gRPC).
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub timeout_ms: u64,
+    pub grpc: Option<Grpc>,
 }
 
 /// A reply the filter sends itself instead of forwarding.
@@ -103,8 +124,11 @@ pub enum Effect {
         bytes: Vec<u8>,
     },
     Reply(LocalReply),
-    /// Start a callout; the host feeds back `Input::Dispatched`. Always last in a batch.
+    /// Start a callout; the host feeds back `Input::Dispatched`.
     Dispatch(Callout),
+    /// Let the paused request go on (from a callout's answer; a callback continues by its
+    /// step instead).
+    Resume,
     /// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
     FilterState(&'static str, String),
     Metric {
@@ -122,7 +146,8 @@ impl Effect {
     pub fn required(&self) -> bool {
         matches!(
             self,
-            Effect::SetHeader(Map::Request, ..)
+            Effect::Resume
+                | Effect::SetHeader(Map::Request, ..)
                 | Effect::RemoveHeader(Map::Request, _)
                 | Effect::ReplaceBody {
                     map: Map::Request,

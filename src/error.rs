@@ -28,6 +28,8 @@ pub enum ProxyError {
         message: String,
         retry_after: u64,
     },
+    /// The rate limit service could not say, and the configuration refuses then.
+    QuotaUnavailable,
     /// Envoy answered for the upstream: timeout, refused connection, no healthy host.
     UpstreamTimeout,
     UpstreamUnavailable(String),
@@ -47,7 +49,9 @@ impl ProxyError {
                 400
             }
             ProxyError::UpstreamTimeout => 504,
-            ProxyError::UpstreamUnavailable(_) | ProxyError::NoInstanceAvailable => 503,
+            ProxyError::UpstreamUnavailable(_)
+            | ProxyError::NoInstanceAvailable
+            | ProxyError::QuotaUnavailable => 503,
             ProxyError::NotConfigured | ProxyError::Internal(_) => 500,
             ProxyError::RateLimited { status, .. } => u32::from(*status),
         }
@@ -78,6 +82,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::NoInstanceAvailable => "no_instance_available",
+            ProxyError::QuotaUnavailable => "rate_limit_service_unavailable",
             ProxyError::NotConfigured => "not_configured",
             ProxyError::Internal(_) => "internal_error",
             ProxyError::RateLimited { .. } => "rate_limit_exceeded",
@@ -110,6 +115,9 @@ impl ProxyError {
                 format!("the LLM provider could not be reached ({why})")
             }
             ProxyError::NotConfigured => "the AI proxy filter has no valid configuration".into(),
+            ProxyError::QuotaUnavailable => {
+                "the rate limit service could not be reached; try again".into()
+            }
             ProxyError::Internal(what) => format!("the AI proxy filter failed: {what}"),
             ProxyError::RateLimited { message, .. } => message.clone(),
         }

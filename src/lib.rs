@@ -48,7 +48,7 @@ pub mod metrics;
 pub(crate) mod outcome;
 pub mod protocol;
 pub(crate) mod provider;
-pub(crate) mod quota;
+pub mod quota;
 pub mod ratelimit;
 pub mod root;
 pub(crate) mod sse;

@@ -22,6 +22,9 @@ pub struct FakeHost {
     pub response_headers: RefCell<Vec<(String, String)>>,
     pub response_body: RefCell<Vec<u8>>,
     pub callout_answer: RefCell<(Headers, Vec<u8>)>,
+    pub grpc_answer: RefCell<Vec<u8>>,
+    /// The paused request was resumed.
+    pub resumed: Cell<bool>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
     /// What the host did.
     pub replies: RefCell<Vec<LocalReply>>,
@@ -56,6 +59,10 @@ impl Host for FakeHost {
     }
     fn callout_answer(&self, _body_size: usize) -> (Vec<(String, String)>, Vec<u8>) {
         self.callout_answer.borrow().clone()
+    }
+    fn grpc_answer(&self, size: usize) -> Vec<u8> {
+        let m = self.grpc_answer.borrow();
+        m.get(..size.min(m.len())).unwrap_or(&[]).to_vec()
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.properties.borrow().get(&path.join(".")).cloned()
@@ -169,6 +176,7 @@ impl FakeHost {
                     .push(value),
             },
             Effect::TickPeriod(_) => {}
+            Effect::Resume => self.resumed.set(true),
         }
         None
     }

@@ -1,6 +1,31 @@
 //! The proxy-wasm ABI's values and encodings that need no host: the header map encoding
 //! both ways, status names, log levels (pure, so they are tested natively).
 
+/// Header maps and buffers, as the ABI numbers them.
+pub const CALL_RESPONSE_HEADERS: u32 = 6;
+pub const CALL_RESPONSE_BODY: u32 = 4;
+pub const GRPC_RECEIVE_BUFFER: u32 = 5;
+pub const PLUGIN_CONFIGURATION: u32 = 7;
+/// Host statuses the filter tells apart.
+pub const NOT_FOUND: u32 = 1;
+pub const CAS_MISMATCH: u32 = 8;
+
+/// A request or response header map's ABI number.
+pub fn header_map(map: crate::effect::Map) -> u32 {
+    match map {
+        crate::effect::Map::Request => 0,
+        crate::effect::Map::Response => 2,
+    }
+}
+
+/// A request or response body buffer's ABI number.
+pub fn body_buffer(map: crate::effect::Map) -> u32 {
+    match map {
+        crate::effect::Map::Request => 0,
+        crate::effect::Map::Response => 1,
+    }
+}
+
 /// The name of a proxy-wasm host status.
 pub fn status_name(status: u32) -> &'static str {
     match status {

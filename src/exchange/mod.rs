@@ -5,6 +5,7 @@
 //! comes out.
 
 mod account;
+mod admit;
 pub mod pick;
 mod request;
 mod response;
@@ -72,10 +73,7 @@ impl Plugin {
         l
     }
 
-    fn quota_ctx<'s, 'a>(&'s self, consumer: Option<&'a str>) -> Ctx<'s, 'a>
-    where
-        's: 'a,
-    {
+    fn quota_ctx<'a>(&'a self, consumer: Option<&'a str>) -> Ctx<'a> {
         Ctx {
             config: &self.config,
             scope: &self.scope,
@@ -84,7 +82,7 @@ impl Plugin {
     }
 
     /// This request's token limits (`None` without limits).
-    fn admission(&self, consumer: Option<&str>, host: &dyn Host) -> Option<Admission<'_>> {
+    fn admission(&self, consumer: Option<&str>, host: &dyn Host) -> Option<Admission> {
         let q = self.quota.as_ref()?;
         Some(q.admission(&self.quota_ctx(consumer), host))
     }
@@ -116,6 +114,13 @@ enum Phase {
     Start,
     /// Headers accepted and paused; buffering the body.
     AwaitingBody,
+    /// The quota service is asked whether this instance may take the request (its token,
+    /// once dispatched); the request waits, paused.
+    Admitting {
+        index: usize,
+        token: Option<u32>,
+        body: Vec<u8>,
+    },
     /// The request went upstream through the route, to this instance.
     Forwarded(usize),
     /// A fallback callout to this instance is under way (its token, once dispatched); the
@@ -167,6 +172,8 @@ pub struct Exchange {
     /// Client headers as sent, when a fallback may need them.
     client_headers: Vec<(String, String)>,
     retry: Option<Retry>,
+    /// What is known of the quotas (with limits).
+    admission: Option<Admission>,
     acct: Accounting,
     /// Per instance, the quota to show in the response headers (from admission).
     shown: Vec<Option<Quota>>,
@@ -183,6 +190,7 @@ impl Exchange {
             chunked: false,
             client_headers: Vec::new(),
             retry: None,
+            admission: None,
             acct: Accounting::default(),
             shown: Vec::new(),
             charged: false,
@@ -216,10 +224,19 @@ impl Exchange {
             Input::CalloutAnswer { token, body_size } => {
                 self.callout_answer(p, token, body_size, host)
             }
+            Input::GrpcAnswer {
+                token,
+                status,
+                size,
+            } => self.check_answer(p, token, status, size, host),
             Input::Dispatched {
                 purpose: Purpose::Fallback(index),
                 result,
             } => self.dispatched(p, index, result, host),
+            Input::Dispatched {
+                purpose: Purpose::Quota(_),
+                result,
+            } => self.check_dispatched(p, result, host),
             Input::Dispatched { .. } => Out::go(Vec::new()),
             Input::Failed(why) => {
                 let err = ProxyError::Internal(format!("could not shape the request ({why})"));

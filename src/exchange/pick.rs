@@ -10,11 +10,11 @@ use crate::quota::Admission;
 
 /// What keeps instances from being picked for this attempt.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Availability<'a, 'c> {
+pub struct Availability<'a> {
     /// Instances already tried for this request.
     pub tried: &'a [bool],
     /// The token limits, when configured.
-    pub limits: Option<&'a Admission<'c>>,
+    pub limits: Option<&'a Admission>,
     /// Instances the health checks have taken out.
     pub unhealthy: &'a [bool],
 }
@@ -26,7 +26,7 @@ pub fn pick(
     rr: &mut RoundRobin,
     hash: u64,
     kind: ApiKind,
-    avail: &Availability<'_, '_>,
+    avail: &Availability<'_>,
 ) -> Result<usize, ProxyError> {
     let offers = |i: usize| {
         config
@@ -141,7 +141,7 @@ mod tests {
     fn quotas_steer_picking() {
         let host = FakeHost::at_ms(1_000_000_000);
         let now = 1_000_000;
-        fn admit<'c>(c: &'c Config, host: &FakeHost) -> Admission<'c> {
+        fn admit(c: &Config, host: &FakeHost) -> Admission {
             let q = Ctx {
                 config: c,
                 scope: "s",
@@ -149,7 +149,7 @@ mod tests {
             };
             local::Local::new(c, "s").admission(&q, host)
         }
-        let pick_with = |c: &Config, adm: &Admission<'_>, tried: &[bool]| {
+        let pick_with = |c: &Config, adm: &Admission, tried: &[bool]| {
             let avail = Availability {
                 tried,
                 limits: Some(adm),

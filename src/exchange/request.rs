@@ -2,7 +2,6 @@
 //! the body, then admit, pick and shape the first attempt, as edits to the paused request.
 
 use super::account::{request_payload, Answer};
-use super::pick::{pick, Availability};
 use super::{Exchange, Phase, Plugin, Retry};
 use crate::balancer::key::{self, RequestAttrs};
 use crate::balancer::{hash_bytes, Algorithm};
@@ -10,7 +9,6 @@ use crate::body::BodyError;
 use crate::config::Config;
 use crate::effect::{Effect, Host, Map, Out};
 use crate::error::ProxyError;
-use crate::metrics::{self, name};
 use crate::protocol::{self, Upstream};
 
 /// Envoy's total timeout for the request; the filter's value replaces any client's.
@@ -169,7 +167,10 @@ impl Exchange {
         if !end_of_stream {
             return Out::hold(Vec::new());
         }
-        self.forward(plugin, size, host)
+        match host.body(Map::Request, size) {
+            Ok(body) => self.admit(plugin, body, host),
+            Err(s) => self.reply(Some(plugin), &internal("read the request body", &s)),
+        }
     }
 
     /// A body that ends with trailers never reported `end_of_stream`: finish here.
@@ -184,27 +185,19 @@ impl Exchange {
         self.request_body(plugin, size, true, host)
     }
 
-    /// The whole body is buffered: admit, pick an instance, shape the request, send it on.
-    fn forward(&mut self, plugin: &Plugin, size: usize, host: &dyn Host) -> Out {
+    /// Sends the request to instance `index` (picked and admitted): the edits that shape
+    /// it, and the books. `paused`: the request waits since an earlier callback and must be
+    /// resumed explicitly.
+    pub(super) fn send_first(
+        &mut self,
+        plugin: &Plugin,
+        body: Vec<u8>,
+        index: usize,
+        paused: bool,
+        host: &dyn Host,
+    ) -> Out {
         let config = &plugin.config;
-        let body = match host.body(Map::Request, size) {
-            Ok(b) => b,
-            Err(s) => return self.reply(Some(plugin), &internal("read the request body", &s)),
-        };
-        let tried = vec![false; config.instances.len()];
-        let limits = plugin.admission(self.consumer.as_deref(), host);
-        if let Some(l) = &limits {
-            self.shown = (0..config.instances.len()).map(|i| l.shown(i)).collect();
-        }
-        let unhealthy = plugin.unhealthy(host);
-        let planned = protocol::read_request(&body).and_then(|req| {
-            let avail = Availability {
-                tried: &tried,
-                limits: limits.as_ref(),
-                unhealthy: &unhealthy,
-            };
-            let kind = req.client.kind;
-            let index = plugin.with_rr(|rr| pick(config, rr, self.hash, kind, &avail))?;
+        let shaped = protocol::read_request(&body).and_then(|req| {
             let instance = config
                 .instances
                 .get(index)
@@ -212,36 +205,22 @@ impl Exchange {
             let up = protocol::shape(instance, &req)?;
             log::debug!(
                 "envoy-ai-proxy: {} request to instance {} (cluster {})",
-                kind.name(),
+                req.client.kind.name(),
                 instance.name,
                 up.cluster
             );
-            let edits = request_edits(config, &up, size, self.chunked);
+            let edits = request_edits(config, &up, body.len(), self.chunked);
             let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
             let payload = config
                 .logging
                 .payloads
                 .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
                 .flatten();
-            Ok((index, answer, payload, edits))
+            Ok((answer, payload, edits))
         });
-        let (index, answer, payload, mut effects) = match planned {
-            Ok(p) => p,
-            Err(e) => {
-                let mut out = Vec::new();
-                if matches!(e, ProxyError::RateLimited { .. }) {
-                    for (i, inst) in config.instances.iter().enumerate() {
-                        if limits.as_ref().is_some_and(|l| l.exhausted(i)) {
-                            let n = name::ratelimit_rejections(&metrics::label(&inst.name));
-                            out.push(Effect::counter(n, 1));
-                        }
-                    }
-                }
-                let mut reply = self.reply(Some(plugin), &e);
-                out.append(&mut reply.effects);
-                reply.effects = out;
-                return reply;
-            }
+        let (answer, payload, mut effects) = match shaped {
+            Ok(s) => s,
+            Err(e) => return self.refuse(plugin, &e),
         };
         effects.extend(answer.sent());
         self.acct.answer = Some(answer);
@@ -250,6 +229,10 @@ impl Exchange {
         self.acct.first_sent_ns = now;
         self.acct.sent_ns = now;
         if retries(config) {
+            let mut tried = vec![false; config.instances.len()];
+            if let Some(t) = tried.get_mut(index) {
+                *t = true;
+            }
             self.retry = Some(Retry {
                 body,
                 client_headers: std::mem::take(&mut self.client_headers),
@@ -262,6 +245,9 @@ impl Exchange {
             });
         }
         self.phase = Phase::Forwarded(index);
+        if paused {
+            effects.push(Effect::Resume);
+        }
         Out::go(effects)
     }
 }

@@ -232,6 +232,7 @@ impl Exchange {
             headers: callout_headers(config, &up, &retry.client_headers, body.len()),
             body: Some(body),
             timeout_ms: config.timeout_ms,
+            grpc: None,
         })
     }
 

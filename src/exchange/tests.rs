@@ -593,3 +593,173 @@ fn unconfigured_fails_closed() {
     host.run(out, |i| ex.on(i, &host));
     assert_eq!(host.replies.borrow()[0].status, 500);
 }
+
+/// A quota backend that asks a service about every pick, answering from a script: the
+/// deferred admission path, without a real service.
+mod asking {
+    use super::*;
+    use crate::effect::{Callout, Effect, Grpc, Purpose};
+    use crate::quota::{Admission, Backend, Check, Ctx, SetId, Verdict};
+    use crate::ratelimit::Quota;
+    use crate::usage::Usage;
+
+    pub struct Asking {
+        pub deny: bool,
+    }
+
+    impl Backend for Asking {
+        fn admission(&self, q: &Ctx<'_>, _: &dyn Host) -> Admission {
+            Admission {
+                per_instance: vec![None; q.config.instances.len()],
+            }
+        }
+        fn check(&self, _: &Ctx<'_>, index: usize, _: &dyn Host) -> Check {
+            Check::Ask(Callout {
+                purpose: Purpose::Quota(index),
+                cluster: "rls".into(),
+                headers: vec![],
+                body: Some(vec![index as u8]),
+                timeout_ms: 50,
+                grpc: Some(Grpc {
+                    service: "svc".into(),
+                    method: "Check".into(),
+                }),
+            })
+        }
+        fn answer(&self, _: &Ctx<'_>, _: usize, status: u32, message: &[u8]) -> Verdict {
+            let quota = |remaining| Quota {
+                limit: 30,
+                remaining,
+                reset_secs: 7,
+            };
+            match (status, message) {
+                (0, b"ok") => Verdict::Admit(Some((quota(20), SetId::Route))),
+                (0, b"over") => Verdict::Exhausted(quota(0), SetId::Route),
+                _ => Verdict::Unknown,
+            }
+        }
+        fn deny_on_failure(&self) -> bool {
+            self.deny
+        }
+        fn settle(&self, _: &Ctx<'_>, _: usize, u: &Usage, _: &dyn Host) -> Vec<Effect> {
+            vec![Effect::counter("settled".into(), u.total_tokens)]
+        }
+        fn start(&self, _: &dyn Host) {}
+        fn gauges(&self, _: &crate::config::Config, _: &dyn Host) -> Vec<Effect> {
+            Vec::new()
+        }
+    }
+}
+
+impl T {
+    fn asking(fallback: bool, deny: bool) -> T {
+        let mut cfg = two(json!({"rate_limiting": {"limit": 30, "time_window": 60}}));
+        if fallback {
+            cfg["fallback_strategy"] = json!(["rate_limiting", "http_5xx"]);
+        }
+        let raw = cfg.to_string();
+        let mut plugin = Plugin::new(config::parse(raw.as_bytes()).unwrap(), b"t", raw.as_bytes());
+        plugin.quota = Some(Box::new(asking::Asking { deny }));
+        let plugin = Rc::new(plugin);
+        T {
+            ex: Exchange::new(Some(plugin.clone())),
+            host: FakeHost::at_ms(NOW_MS),
+            plugin,
+        }
+    }
+
+    /// The quota service answers the last check.
+    fn service_says(&mut self, status: u32, message: &[u8]) -> Step {
+        *self.host.grpc_answer.borrow_mut() = message.to_vec();
+        let token = self.host.last_token();
+        self.on(Input::GrpcAnswer {
+            token,
+            status,
+            size: message.len(),
+        })
+    }
+
+    fn checked_clusters(&self) -> Vec<u8> {
+        let calls = self.host.callouts.borrow();
+        calls
+            .iter()
+            .filter_map(|(_, c)| c.body.as_ref()?.first().copied())
+            .collect()
+    }
+}
+
+#[test]
+fn admission_waits_for_the_quota_service_then_resumes_the_request() {
+    let mut t = T::asking(true, false);
+    assert_eq!(
+        t.request(&chat()),
+        Step::Pause,
+        "held until the service answers"
+    );
+    assert_eq!(t.sent("x-ai-proxy-cluster"), None);
+    assert_eq!(t.checked_clusters(), [0]);
+    t.service_says(0, b"ok");
+    assert!(t.host.resumed.get());
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("a"));
+    assert_eq!(t.sent("authorization").as_deref(), Some("Bearer key-a"));
+    t.respond(
+        200,
+        None,
+        &[("content-type", "application/json")],
+        &answer(5, 5),
+    );
+    assert_eq!(
+        t.host
+            .header(Map::Response, "x-ai-ratelimit-remaining-a")
+            .as_deref(),
+        Some("20"),
+        "the service's count is shown"
+    );
+    assert_eq!(t.host.counter("settled"), 10);
+}
+
+#[test]
+fn a_spent_instance_is_skipped_with_fallback_and_rejects_without() {
+    let mut t = T::asking(true, false);
+    t.request(&chat());
+    t.service_says(0, b"over");
+    assert_eq!(t.checked_clusters(), [0, 1], "b is asked next");
+    assert!(!t.host.resumed.get());
+    t.service_says(0, b"ok");
+    assert!(t.host.resumed.get());
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("b"));
+
+    let mut t = T::asking(false, false);
+    t.request(&chat());
+    t.service_says(0, b"over");
+    let (status, _, headers) = t.reply();
+    assert_eq!(status, 429);
+    assert!(headers.contains(&("retry-after".into(), "7".into())));
+    assert_eq!(
+        t.host
+            .counter("aiproxy.instance.a.ratelimit_rejections_total"),
+        1
+    );
+}
+
+#[test]
+fn a_service_that_cannot_answer_fails_open_or_refuses() {
+    let mut t = T::asking(true, false);
+    t.request(&chat());
+    t.service_says(14, b"");
+    assert!(t.host.resumed.get());
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("a"));
+
+    let mut t = T::asking(true, true);
+    t.request(&chat());
+    t.service_says(4, b"");
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "rate_limit_service_unavailable");
+
+    // The service cannot even be called.
+    let mut t = T::asking(true, true);
+    t.host.refuse_cluster.borrow_mut().push("rls".into());
+    t.request(&chat());
+    assert_eq!(t.reply().0, 503);
+}

@@ -113,6 +113,7 @@ impl Prober {
                 headers,
                 body: None,
                 timeout_ms: check.timeout_ms,
+                grpc: None,
             }));
         }
         out

@@ -19,88 +19,32 @@ impl fmt::Display for Status {
 }
 
 const OK: u32 = 0;
-pub const NOT_FOUND: u32 = 1;
-
-pub const REQUEST_HEADERS: u32 = 0;
-pub const RESPONSE_HEADERS: u32 = 2;
-pub const CALL_RESPONSE_HEADERS: u32 = 6;
-pub const REQUEST_BODY: u32 = 0;
-pub const RESPONSE_BODY: u32 = 1;
-pub const CALL_RESPONSE_BODY: u32 = 4;
-pub const PLUGIN_CONFIGURATION: u32 = 7;
+use crate::wire::NOT_FOUND;
 
 // Same imports as the SDK declares, with plain integer statuses so that an unexpected value
-// is data, not undefined behaviour.
-#[allow(clashing_extern_declarations)]
+// is data, not undefined behaviour. One line each: this is a table of the ABI.
+#[rustfmt::skip]
+#[allow(clashing_extern_declarations, clippy::too_many_arguments)]
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_continue_stream(stream: u32) -> u32;
     fn proxy_get_log_level(ret_level: *mut u32) -> u32;
-    fn proxy_replace_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32;
+    fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
     fn proxy_get_current_time_nanoseconds(ret_time: *mut u64) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
-    fn proxy_get_shared_data(
-        key: *const u8,
-        key_size: usize,
-        ret_data: *mut *mut u8,
-        ret_size: *mut usize,
-        ret_cas: *mut u32,
-    ) -> u32;
-    fn proxy_set_shared_data(
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-        cas: u32,
-    ) -> u32;
+    fn proxy_get_shared_data(key: *const u8, key_size: usize, ret_data: *mut *mut u8, ret_size: *mut usize, ret_cas: *mut u32) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
-    fn proxy_get_buffer_bytes(
-        buffer: u32,
-        start: usize,
-        max_size: usize,
-        ret_data: *mut *mut u8,
-        ret_size: *mut usize,
-    ) -> u32;
-    fn proxy_set_buffer_bytes(
-        buffer: u32,
-        start: usize,
-        size: usize,
-        data: *const u8,
-        data_size: usize,
-    ) -> u32;
-    #[allow(clippy::too_many_arguments)]
-    fn proxy_send_local_response(
-        status: u32,
-        details: *const u8,
-        details_size: usize,
-        body: *const u8,
-        body_size: usize,
-        headers: *const u8,
-        headers_size: usize,
-        grpc_status: i32,
-    ) -> u32;
-    fn proxy_get_property(
-        path: *const u8,
-        path_size: usize,
-        ret_data: *mut *mut u8,
-        ret_size: *mut usize,
-    ) -> u32;
-    fn proxy_set_property(
-        path: *const u8,
-        path_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32;
+    fn proxy_get_buffer_bytes(buffer: u32, start: usize, max_size: usize, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_send_local_response(status: u32, details: *const u8, details_size: usize, body: *const u8, body_size: usize, headers: *const u8, headers_size: usize, grpc_status: i32) -> u32;
+    fn proxy_get_property(path: *const u8, path_size: usize, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
 }
 
 fn check(status: u32) -> Result<(), Status> {
@@ -127,6 +71,12 @@ fn take(status: u32, data: *mut u8, size: usize) -> Result<Option<Vec<u8>>, Stat
 pub fn log(level: u32, message: &str) {
     // SAFETY: pointer and length describe a live string.
     let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// Lets the paused request go on.
+pub fn resume_request() -> Result<(), Status> {
+    // SAFETY: a plain value (0: the request stream).
+    check(unsafe { proxy_continue_stream(0) })
 }
 
 pub fn log_level() -> Result<u32, Status> {
@@ -158,8 +108,6 @@ pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
         .map(|bytes| deserialize_map(&bytes))
         .unwrap_or_default())
 }
-
-pub const CAS_MISMATCH: u32 = 8;
 
 /// A shared-data value and its CAS token; `(None, None)` when the key does not exist.
 pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
@@ -226,6 +174,14 @@ pub fn now_ns() -> u64 {
         OK => t,
         _ => 0,
     }
+}
+
+/// A buffer's first `size` bytes; empty when there are none or they cannot be read.
+pub fn bytes(buffer: u32, size: usize) -> Vec<u8> {
+    self::buffer(buffer, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 pub fn buffer(buffer: u32, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, Status> {

@@ -27,6 +27,14 @@ impl Context for Filter {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         self.on(Input::CalloutAnswer { token, body_size });
     }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.on(Input::GrpcAnswer {
+            token,
+            status,
+            size,
+        });
+    }
 }
 
 impl HttpContext for Filter {

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
@@ -18,7 +19,10 @@ use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
 use crate::store::{Store, StoreError};
-use crate::wire::{envoy_level, log_filter};
+use crate::wire::{
+    body_buffer, envoy_level, header_map, log_filter, CALL_RESPONSE_BODY, CALL_RESPONSE_HEADERS,
+    CAS_MISMATCH, GRPC_RECEIVE_BUFFER, NOT_FOUND, PLUGIN_CONFIGURATION,
+};
 
 thread_local! {
     /// Metric ids of this VM: each definition allocates a new id in Envoy, so define once.
@@ -31,7 +35,7 @@ fn metric(kind: Kind, name: &str, value: u64) -> Result<(), abi::Status> {
         Err(_) => None,
     });
     match (id, kind) {
-        (None, _) => Err(abi::Status(abi::NOT_FOUND)),
+        (None, _) => Err(abi::Status(NOT_FOUND)),
         (Some(id), Kind::Counter) => abi::increment_metric(id, value),
         (Some(id), _) => abi::record_metric(id, value),
     }
@@ -47,7 +51,7 @@ impl Store for SharedData {
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         abi::set_shared_data(key, value, cas).map_err(|s| match s.0 {
-            abi::CAS_MISMATCH => StoreError::CasMismatch,
+            CAS_MISMATCH => StoreError::CasMismatch,
             _ => StoreError::Unavailable(s.to_string()),
         })
     }
@@ -55,20 +59,6 @@ impl Store for SharedData {
 
 /// The core's reads, as host calls.
 struct Env;
-
-fn headers_map(map: Map) -> u32 {
-    match map {
-        Map::Request => abi::REQUEST_HEADERS,
-        Map::Response => abi::RESPONSE_HEADERS,
-    }
-}
-
-fn body_buffer(map: Map) -> u32 {
-    match map {
-        Map::Request => abi::REQUEST_BODY,
-        Map::Response => abi::RESPONSE_BODY,
-    }
-}
 
 impl Host for Env {
     fn now_ns(&self) -> u64 {
@@ -78,7 +68,7 @@ impl Host for Env {
         &SharedData
     }
     fn headers(&self, map: Map) -> Vec<(String, String)> {
-        abi::headers(headers_map(map)).unwrap_or_default()
+        abi::headers(header_map(map)).unwrap_or_default()
     }
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
         abi::buffer(body_buffer(map), 0, size)
@@ -86,12 +76,11 @@ impl Host for Env {
             .map_err(|s| s.to_string())
     }
     fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>) {
-        let headers = abi::headers(abi::CALL_RESPONSE_HEADERS).unwrap_or_default();
-        let body = abi::buffer(abi::CALL_RESPONSE_BODY, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        (headers, body)
+        let headers = abi::headers(CALL_RESPONSE_HEADERS).unwrap_or_default();
+        (headers, abi::bytes(CALL_RESPONSE_BODY, body_size))
+    }
+    fn grpc_answer(&self, size: usize) -> Vec<u8> {
+        abi::bytes(GRPC_RECEIVE_BUFFER, size)
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path).ok().flatten()
@@ -105,8 +94,8 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
 /// Applies one effect; returns the feedback it calls for.
 fn apply(effect: Effect) -> Result<Option<Input>, String> {
     let done = match effect {
-        Effect::SetHeader(map, n, v) => abi::set_header(headers_map(map), &n, &v),
-        Effect::RemoveHeader(map, n) => abi::remove_header(headers_map(map), &n),
+        Effect::SetHeader(map, n, v) => abi::set_header(header_map(map), &n, &v),
+        Effect::RemoveHeader(map, n) => abi::remove_header(header_map(map), &n),
         Effect::ReplaceBody { map, size, bytes } => {
             abi::set_buffer(body_buffer(map), 0, size, &bytes)
         }
@@ -114,17 +103,32 @@ fn apply(effect: Effect) -> Result<Option<Input>, String> {
         Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
         Effect::Metric { kind, name, value } => metric(kind, &name, value),
         Effect::TickPeriod(ms) => abi::set_tick_period_ms(ms),
+        Effect::Resume => abi::resume_request(),
         Effect::Dispatch(c) => {
             // Through the SDK: only it can register the token that routes the answer back
             // to this context. It returns Envoy's callout failures as values.
             let timeout = Duration::from_millis(c.timeout_ms);
-            let result = proxy_wasm::hostcalls::dispatch_http_call(
-                &c.cluster,
-                pairs(&c.headers),
-                c.body.as_deref(),
-                vec![],
-                timeout,
-            );
+            let result = match &c.grpc {
+                None => hostcalls::dispatch_http_call(
+                    &c.cluster,
+                    pairs(&c.headers),
+                    c.body.as_deref(),
+                    vec![],
+                    timeout,
+                ),
+                Some(g) => {
+                    let meta = c.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+                    let body = c.body.as_deref();
+                    hostcalls::dispatch_grpc_call(
+                        &c.cluster,
+                        &g.service,
+                        &g.method,
+                        meta.collect(),
+                        body,
+                        timeout,
+                    )
+                }
+            };
             let result = result.map_err(|s| format!("{s:?}"));
             return Ok(Some(Input::Dispatched {
                 purpose: c.purpose,
@@ -226,7 +230,7 @@ impl RootContext for RootCtx {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         sync_log_level();
-        let raw = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
+        let raw = match abi::buffer(PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(s) => {
                 log::error!("envoy-ai-proxy: cannot read the plugin configuration: {s}");

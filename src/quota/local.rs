@@ -86,7 +86,7 @@ pub fn charge(
 }
 
 impl Backend for Local {
-    fn admission<'c>(&self, q: &Ctx<'c, '_>, host: &dyn Host) -> Admission<'c> {
+    fn admission(&self, q: &Ctx<'_>, host: &dyn Host) -> Admission {
         let now = now_secs(host);
         let store = host.store();
         let per_instance = q
@@ -95,24 +95,25 @@ impl Backend for Local {
             .iter()
             .enumerate()
             .map(|(i, inst)| {
-                let applicable = applicable_sets(q.config, q.consumer).filter_map(|(who, set)| {
-                    let limit = set.per_instance.get(i).copied().flatten()?;
-                    let key = counter_key(q.scope, &inst.name, who);
-                    let counter = read(store, &key, now, limit.window_secs);
-                    Some((Quota::of(limit, counter, now), set))
-                });
+                let applicable =
+                    applicable_sets(q.config, q.consumer).filter_map(|(who, id, set)| {
+                        let limit = set.per_instance.get(i).copied().flatten()?;
+                        let key = counter_key(q.scope, &inst.name, who);
+                        let counter = read(store, &key, now, limit.window_secs);
+                        Some((Quota::of(limit, counter, now), id))
+                    });
                 ratelimit::binding(applicable)
             })
             .collect();
         Admission { per_instance }
     }
 
-    fn settle(&self, q: &Ctx<'_, '_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect> {
+    fn settle(&self, q: &Ctx<'_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect> {
         let Some(inst) = q.config.instances.get(index) else {
             return Vec::new();
         };
         let now = now_secs(host);
-        for (who, set) in applicable_sets(q.config, q.consumer) {
+        for (who, _, set) in applicable_sets(q.config, q.consumer) {
             let Some(limit) = set.per_instance.get(index).copied().flatten() else {
                 continue;
             };

@@ -6,36 +6,62 @@
 pub mod local;
 
 use crate::config::{Config, LimitSet};
-use crate::effect::{Effect, Host};
+use crate::effect::{Callout, Effect, Host};
 use crate::error::ProxyError;
 use crate::ratelimit::Quota;
 use crate::usage::Usage;
 
 /// Who a request's limits are counted for.
 #[derive(Debug, Clone, Copy)]
-pub struct Ctx<'c, 'a> {
-    pub config: &'c Config,
+pub struct Ctx<'a> {
+    pub config: &'a Config,
     /// Names this configuration's counters.
     pub scope: &'a str,
     pub consumer: Option<&'a str>,
 }
 
-/// The limits of one request, known at admission: per instance, the binding quota and the
-/// settings of the limit it comes from (`None`: no limit applies).
-#[derive(Debug, Clone, Default)]
-pub struct Admission<'c> {
-    pub per_instance: Vec<Option<(Quota, &'c LimitSet)>>,
+/// Which limit set: the route's, or a consumer's (its index in `rate_limits.consumers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetId {
+    Route,
+    Consumer(usize),
 }
 
-impl Admission<'_> {
+impl SetId {
+    pub fn of(self, config: &Config) -> Option<&LimitSet> {
+        match self {
+            SetId::Route => config.rate_limits.route.as_ref(),
+            SetId::Consumer(i) => config.rate_limits.consumers.get(i).map(|(_, s)| s),
+        }
+    }
+}
+
+/// The limits of one request, known at admission: per instance, the binding quota and the
+/// limit set it comes from (`None`: no limit applies, or nothing is known yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    pub per_instance: Vec<Option<(Quota, SetId)>>,
+}
+
+impl Admission {
     pub fn exhausted(&self, index: usize) -> bool {
         matches!(self.per_instance.get(index), Some(Some((q, _))) if q.exhausted())
     }
 
+    /// Records what was learned of an instance's quota (a remote check's answer).
+    pub fn learn(&mut self, index: usize, quota: Quota, set: SetId) {
+        if self.per_instance.len() <= index {
+            self.per_instance.resize(index.saturating_add(1), None);
+        }
+        if let Some(slot) = self.per_instance.get_mut(index) {
+            *slot = Some((quota, set));
+        }
+    }
+
     /// The quota to show for an instance, when its limit set shows headers.
-    pub fn shown(&self, index: usize) -> Option<Quota> {
+    pub fn shown(&self, config: &Config, index: usize) -> Option<Quota> {
         match self.per_instance.get(index) {
-            Some(Some((q, set))) if set.show_headers => Some(*q),
+            Some(Some((q, set))) if set.of(config).is_some_and(|s| s.show_headers) => Some(*q),
             _ => None,
         }
     }
@@ -43,7 +69,14 @@ impl Admission<'_> {
     /// The rejection for an instance whose quota is spent: its limit's status and message.
     pub fn rejection(&self, config: &Config, index: usize) -> ProxyError {
         let (status, message, retry_after) = match self.per_instance.get(index) {
-            Some(Some((q, set))) => (set.rejected_code, set.rejected_msg.clone(), q.reset_secs),
+            Some(Some((q, id))) => {
+                let set = id.of(config);
+                (
+                    set.map_or(429, |s| s.rejected_code),
+                    set.and_then(|s| s.rejected_msg.clone()),
+                    q.reset_secs,
+                )
+            }
             _ => (429, None, 1),
         };
         let name = config.instances.get(index).map_or("", |i| i.name.as_str());
@@ -56,13 +89,49 @@ impl Admission<'_> {
     }
 }
 
+/// Whether the picked instance may take the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Known now (from the admission).
+    Admit,
+    /// Ask a service first; its answer goes to [`Backend::answer`].
+    Ask(Callout),
+}
+
+/// What a service said of the picked instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted; the quota to show when the service reported one.
+    Admit(Option<(Quota, SetId)>),
+    /// Its quota is spent.
+    Exhausted(Quota, SetId),
+    /// The service could not say (refused, timed out, failed): the configured failure
+    /// mode decides.
+    Unknown,
+}
+
 /// A place where token counters live.
 pub trait Backend {
     /// What is known now of every instance's quota for this request.
-    fn admission<'c>(&self, q: &Ctx<'c, '_>, host: &dyn Host) -> Admission<'c>;
+    fn admission(&self, q: &Ctx<'_>, host: &dyn Host) -> Admission;
+
+    /// Whether instance `index`, picked with what `admission` knew, may take the request.
+    fn check(&self, _q: &Ctx<'_>, _index: usize, _host: &dyn Host) -> Check {
+        Check::Admit
+    }
+
+    /// The answer to a check's callout (gRPC status and message).
+    fn answer(&self, _q: &Ctx<'_>, _index: usize, _status: u32, _message: &[u8]) -> Verdict {
+        Verdict::Unknown
+    }
+
+    /// Whether a request is refused when the service could not answer.
+    fn deny_on_failure(&self) -> bool {
+        false
+    }
 
     /// The answer of instance `index` ended: charge its usage to every limit that applies.
-    fn settle(&self, q: &Ctx<'_, '_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect>;
+    fn settle(&self, q: &Ctx<'_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect>;
 
     /// Configure time: create what the counters need.
     fn start(&self, host: &dyn Host);
@@ -84,13 +153,17 @@ pub fn backend(config: &Config, scope: &str) -> Option<Box<dyn Backend>> {
 pub fn applicable_sets<'c, 'a>(
     config: &'c Config,
     consumer: Option<&'a str>,
-) -> impl Iterator<Item = (Option<&'a str>, &'c LimitSet)> {
-    let consumer_set = consumer.and_then(|c| config.rate_limits.consumer(c).map(|s| (Some(c), s)));
+) -> impl Iterator<Item = (Option<&'a str>, SetId, &'c LimitSet)> {
+    let consumer_set = consumer.and_then(|c| {
+        let list = &config.rate_limits.consumers;
+        let i = list.iter().position(|(n, _)| n == c)?;
+        list.get(i).map(|(_, s)| (Some(c), SetId::Consumer(i), s))
+    });
     config
         .rate_limits
         .route
         .iter()
-        .map(|s| (None, s))
+        .map(|s| (None, SetId::Route, s))
         .chain(consumer_set)
 }
 

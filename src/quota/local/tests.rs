@@ -24,7 +24,7 @@ fn limited() -> Config {
     .unwrap()
 }
 
-fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a, 'a> {
+fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a> {
     Ctx {
         config: c,
         scope: "s",
@@ -80,7 +80,7 @@ fn admission_reads_every_limit_and_the_binding_one_shows() {
         ["aiproxy.rl.s.a.*", "aiproxy.rl.s.b.john"]
     );
     let adm = local.admission(&ctx(&c, None), &host);
-    assert_eq!(adm.shown(0).map(|q| q.remaining), Some(10));
+    assert_eq!(adm.shown(&c, 0).map(|q| q.remaining), Some(10));
     assert!(adm.per_instance[1].is_none());
 
     let now = 1_000_000;
@@ -94,7 +94,10 @@ fn admission_reads_every_limit_and_the_binding_one_shows() {
     )
     .unwrap();
     let john = local.admission(&ctx(&c, Some("john")), &host);
-    assert_eq!(john.shown(0).map(|q| (q.limit, q.remaining)), Some((10, 7)));
+    assert_eq!(
+        john.shown(&c, 0).map(|q| (q.limit, q.remaining)),
+        Some((10, 7))
+    );
     assert!(john.exhausted(1));
     let jane = local.admission(&ctx(&c, Some("jane")), &host);
     assert!(!jane.exhausted(1) && jane.per_instance[1].is_none());
