@@ -1,6 +1,7 @@
 //! Test support for the real-Envoy integration tests: the Envoy launcher and the mock LLM
 //! upstream. The tests themselves live in `tests/`.
 
+pub mod apisix;
 pub mod bootstrap;
 pub mod demo;
 pub mod envoy;
