@@ -7,6 +7,7 @@ pub mod demo;
 pub mod envoy;
 pub mod examples;
 pub mod mock;
+pub mod scenarios;
 
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use mock::{MockLlm, Recorded, Reply};
