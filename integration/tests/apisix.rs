@@ -379,3 +379,44 @@ async fn single_provider_routes() {
         }
     }
 }
+
+/// The example of docs/examples.md ("Importing an APISIX route and its consumers") converts
+/// as the page says.
+#[test]
+fn the_documented_example_converts() {
+    let page = std::fs::read_to_string(repo_root().join("docs/examples.md")).unwrap();
+    let (_, section) = page
+        .split_once("## Importing an APISIX route and its consumers")
+        .unwrap();
+    let blocks: Vec<Value> = section
+        .split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).unwrap())
+        .collect();
+    let (route, john) = (blocks[0].clone(), blocks[1].clone());
+    let mut jane = john.clone();
+    jane["username"] = json!("janedoe");
+    jane["plugins"]["ai-rate-limiting"]["instances"][0]["name"] = json!("deepseek-instance");
+    let cred = |key: &str| json!({"plugins": {"key-auth": {"key": key}}});
+    let input = |label: &str, value: Value| Input {
+        label: label.to_string(),
+        value,
+    };
+    let import = apisix::convert(
+        &input("route.json", route),
+        &[
+            input("johndoe.json", john),
+            input("john-cred.json", cred("john-key")),
+            input("janedoe.json", jane),
+            input("jane-cred.json", cred("jane-key")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        import.plugin_config["rate_limiting"],
+        json!({"limit": 100000, "time_window": 60})
+    );
+    assert_eq!(import.plugin_config["consumers"][1]["name"], "janedoe");
+    assert_eq!(import.api_keys.len(), 2);
+    assert_eq!(import.notes.len(), 2, "the page says both limits apply");
+}
