@@ -155,7 +155,8 @@ pub fn convert(route: &Input, rest: &[Input]) -> Result<Import, Refused> {
 }
 
 /// The names a limit may use: the `ai-proxy-multi` instances, or for `ai-proxy` the
-/// provider (the filter's instance name), which APISIX calls `ai-proxy-<provider>`.
+/// provider (the filter's instance name), which APISIX calls `ai-proxy-<provider>`. None
+/// when the configuration names no instance (the filter's check then reports it).
 fn instance_names(route: &Route) -> (Vec<String>, Option<String>) {
     match route.proxy.get("instances").and_then(Value::as_array) {
         Some(list) => (
@@ -164,14 +165,11 @@ fn instance_names(route: &Route) -> (Vec<String>, Option<String>) {
                 .collect(),
             None,
         ),
-        None => {
-            let provider = route
-                .proxy
-                .get("provider")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            (vec![provider.to_string()], Some(provider.to_string()))
-        }
+        None => match route.proxy.get("provider").and_then(Value::as_str) {
+            Some(provider) => (vec![provider.to_string()], Some(provider.to_string())),
+            // No instance to check against: the filter's own check says what is wrong.
+            None => (Vec::new(), None),
+        },
     }
 }
 
@@ -186,6 +184,9 @@ fn check_limit_names(
     let Some(list) = rl.get_mut("instances").and_then(Value::as_array_mut) else {
         return;
     };
+    if names.is_empty() {
+        return;
+    }
     for (i, entry) in list.iter_mut().enumerate() {
         let Some(name) = entry.get("name").and_then(Value::as_str).map(String::from) else {
             continue;

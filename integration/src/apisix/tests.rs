@@ -323,6 +323,15 @@ fn the_filters_own_refusals_name_the_apisix_field() {
         e.starts_with("route.json: plugins.ai-proxy-multi.instances[1].provider"),
         "{e}"
     );
+    // Nothing to check limit names against: the filter says why.
+    let e = refused(
+        route(json!({"ai-proxy-multi": {"instances": "a"}, "ai-rate-limiting": limit("a")})),
+        vec![],
+    );
+    assert!(
+        e.starts_with("route.json: plugins.ai-proxy-multi.instances: ") && e.lines().count() == 1,
+        "{e}"
+    );
     let e = refused(
         route(json!({"ai-proxy-multi": multi(), "ai-rate-limiting": {"limit": 5}})),
         vec![],
