@@ -1,7 +1,9 @@
 //! Generates a complete Envoy bootstrap for a plugin configuration: the listener with the
 //! filter (and, optionally, Envoy's `api_key_auth` before it), the route that follows the
 //! filter's routing header, and one cluster per instance from its provider or endpoint
-//! (TLS with SNI and certificate checks for `https`). `envoy-config` prints it.
+//! (TLS with SNI and certificate checks for `https`). `envoy-config` prints it. With a
+//! [`RouteMatch`] (an imported APISIX route) only the route's paths and methods reach the
+//! filters; any other request gets 404 with the filters off.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,12 +25,38 @@ pub struct Options {
     pub admin_port: u16,
     /// `api_key_auth` credentials (client, key); none: no authentication filter.
     pub api_keys: Vec<(String, String)>,
+    /// Where `api_key_auth` looks for the key, first found wins (default: header `apikey`).
+    pub api_key_sources: Vec<KeySource>,
+    /// Which requests go through the filters; `None`: every request (prefix `/`).
+    pub route: Option<RouteMatch>,
     /// Access log file; `None`: JSON lines on stdout.
     pub access_log: Option<String>,
     /// Tests: clusters sent to 127.0.0.1:<port> over plain HTTP instead of the provider.
     pub local_clusters: BTreeMap<String, u16>,
     /// A comment at the top.
     pub header: String,
+}
+
+/// A place `api_key_auth` reads the key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(String),
+    Query(String),
+}
+
+/// The requests a route takes: any of `paths`, with one of `methods` (empty: any method).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The Envoy route's name.
+    pub name: Option<String>,
+    pub paths: Vec<PathMatch>,
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
 }
 
 impl Default for Options {
@@ -39,6 +67,8 @@ impl Default for Options {
             listen_port: 10000,
             admin_port: 9901,
             api_keys: Vec::new(),
+            api_key_sources: vec![KeySource::Header("apikey".into())],
+            route: None,
             access_log: None,
             local_clusters: BTreeMap::new(),
             header: String::new(),
@@ -137,7 +167,7 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
                 "credentials": creds,
-                "key_sources": [{"header": "apikey"}],
+                "key_sources": key_sources(&opts.api_key_sources),
                 "forwarding": {"header": parsed.consumer_header, "hide_credentials": true}
             }
         }));
@@ -172,6 +202,25 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": path, "log_format": {"json_format": access_log_format()}}}),
     };
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ai_gateway",
+        "access_log": [access_log],
+        "route_config": {"virtual_hosts": [{"name": "ai", "domains": ["*"],
+            "routes": routes(opts, &cluster_header)}]},
+        "http_filters": filters
+    });
+    if opts.route.is_some() {
+        // The routes tell apart the requests the filter has routed by the routing header;
+        // a client-sent one is removed before any route is chosen.
+        hcm["early_header_mutation_extensions"] = json!([{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": cluster_header}]
+            }
+        }]);
+    }
     let tag = |name: &str, regex: &str| json!({"tag_name": name, "regex": regex});
     let bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}}},
@@ -190,17 +239,7 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
                 "per_connection_buffer_limit_bytes": 67_108_864,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "ai_gateway",
-                        "access_log": [access_log],
-                        "route_config": {"virtual_hosts": [{"name": "ai", "domains": ["*"], "routes": [{
-                            "match": {"prefix": "/"},
-                            "request_headers_to_remove": [cluster_header],
-                            "route": {"cluster_header": cluster_header, "idle_timeout": "30s"}
-                        }]}]},
-                        "http_filters": filters
-                    }
+                    "typed_config": hcm
                 }]}]
             }],
             "clusters": clusters
@@ -212,6 +251,81 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
     }
     yaml(&bootstrap, 0, &mut out);
     Ok(out)
+}
+
+fn key_sources(sources: &[KeySource]) -> Value {
+    sources
+        .iter()
+        .map(|s| match s {
+            KeySource::Header(h) => json!({"header": h}),
+            KeySource::Query(q) => json!({"query": q}),
+        })
+        .collect()
+}
+
+/// Every request to the filter's routing header. Or, with a route match: one route per
+/// path (and method); then the route of requests the filter has routed (Envoy chooses the
+/// route again after the filter rewrote the path, so it matches the routing header, which
+/// only the filter can have set); and last, for any other request, 404 without running the
+/// filters, as APISIX answers a request that matches no route.
+fn routes(opts: &Options, cluster_header: &str) -> Vec<Value> {
+    let forward = |m: Value| {
+        json!({
+            "match": m,
+            "request_headers_to_remove": [cluster_header],
+            "route": {"cluster_header": cluster_header, "idle_timeout": "30s"}
+        })
+    };
+    let Some(rm) = &opts.route else {
+        return vec![forward(json!({"prefix": "/"}))];
+    };
+    let method = match rm.methods.as_slice() {
+        [] => None,
+        [one] => Some(json!({"exact": one})),
+        many => Some(json!({"safe_regex": {"regex": format!("^({})$", many.join("|"))}})),
+    };
+    let mut out: Vec<Value> = rm
+        .paths
+        .iter()
+        .map(|p| {
+            let mut m = match p {
+                PathMatch::Exact(path) => json!({"path": path}),
+                PathMatch::Prefix(prefix) => json!({"prefix": prefix}),
+            };
+            if let Some(sm) = &method {
+                m["headers"] = json!([{"name": ":method", "string_match": sm}]);
+            }
+            let mut r = serde_json::Map::new();
+            if let Some(name) = &rm.name {
+                r.insert("name".into(), name.clone().into());
+            }
+            if let Value::Object(rest) = forward(m) {
+                r.extend(rest);
+            }
+            Value::Object(r)
+        })
+        .collect();
+    out.push(json!({
+        "name": "ai_proxy_routed",
+        "match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": true}]},
+        "route": {"cluster_header": cluster_header, "idle_timeout": "30s"},
+        "request_headers_to_remove": [cluster_header]
+    }));
+    let off = json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
+    let mut filters_off = serde_json::Map::new();
+    if !opts.api_keys.is_empty() {
+        filters_off.insert("envoy.filters.http.api_key_auth".into(), off.clone());
+    }
+    filters_off.insert("envoy.filters.http.wasm".into(), off);
+    out.push(json!({
+        "name": "no_route",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": "{\"error_msg\":\"404 Route Not Found\"}\n"}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "typed_per_filter_config": filters_off
+    }));
+    out
 }
 
 /// A small YAML emitter for JSON values: block style, strings JSON-quoted (valid YAML),

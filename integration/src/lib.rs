@@ -1,11 +1,13 @@
 //! Test support for the real-Envoy integration tests: the Envoy launcher and the mock LLM
 //! upstream. The tests themselves live in `tests/`.
 
+pub mod apisix;
 pub mod bootstrap;
 pub mod demo;
 pub mod envoy;
 pub mod examples;
 pub mod mock;
+pub mod scenarios;
 
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use mock::{MockLlm, Recorded, Reply};
