@@ -42,9 +42,9 @@ ensure_envoy() {
     "$ENVOY" --version >/dev/null
 }
 
-# Python tools the tests use, in the same virtualenv: the official OpenAI SDK (as a real
-# client), jsonschema (the configuration schema) and PyYAML (manifest checks).
-PYTHON_TOOLS=("openai==3.57.0" "jsonschema==4.26.0" "PyYAML==6.0.4")
+# Python tools the tests use, in the same virtualenv: the official OpenAI and Anthropic SDKs
+# (as real clients), jsonschema (the configuration schema) and PyYAML (manifest checks).
+PYTHON_TOOLS=("openai==3.57.0" "anthropic==2.14.0" "jsonschema==4.26.0" "PyYAML==6.0.4")
 ensure_python_tools() {
     ensure_envoy
     if "$VENV/bin/python" - "${PYTHON_TOOLS[@]}" <<'PY' 2>/dev/null; then return; fi
