@@ -59,12 +59,16 @@ PY
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
 }
 
-# The official openai npm package (pinned in integration/node/package-lock.json).
+# The npm clients the tests use, pinned in integration/node/package-lock.json: the official
+# openai package and the Vercel AI SDK (ai, @ai-sdk/openai). Installed again whenever the
+# lock file changed since the last install.
 ensure_node_tools() {
-    command -v node >/dev/null || { echo "node is required for the npm SDK test" >&2; exit 1; }
-    if [ ! -d "$ROOT/integration/node/node_modules/openai" ]; then
-        say "installing the openai npm package (integration/node)"
-        (cd "$ROOT/integration/node" && npm ci --no-audit --no-fund --loglevel=error)
+    command -v node >/dev/null || { echo "node is required for the npm SDK tests" >&2; exit 1; }
+    local dir="$ROOT/integration/node"
+    if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"; then
+        say "installing the npm clients (integration/node: openai, ai, @ai-sdk/openai)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
     fi
 }
 
