@@ -42,9 +42,9 @@ ensure_envoy() {
     "$ENVOY" --version >/dev/null
 }
 
-# Python tools the tests use, in the same virtualenv: the official OpenAI SDK (as a real
-# client), jsonschema (the configuration schema) and PyYAML (manifest checks).
-PYTHON_TOOLS=("openai==3.57.0" "jsonschema==4.26.0" "PyYAML==6.0.4")
+# Python tools the tests use, in the same virtualenv: the official OpenAI and Anthropic SDKs
+# (as real clients), jsonschema (the configuration schema) and PyYAML (manifest checks).
+PYTHON_TOOLS=("openai==3.57.0" "anthropic==2.14.0" "jsonschema==4.26.0" "PyYAML==6.0.4")
 ensure_python_tools() {
     ensure_envoy
     if "$VENV/bin/python" - "${PYTHON_TOOLS[@]}" <<'PY' 2>/dev/null; then return; fi
@@ -59,12 +59,16 @@ PY
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
 }
 
-# The official openai npm package (pinned in integration/node/package-lock.json).
+# The npm clients the tests use, pinned in integration/node/package-lock.json: the official
+# openai package and the Vercel AI SDK (ai, @ai-sdk/openai). Installed again whenever the
+# lock file changed since the last install.
 ensure_node_tools() {
-    command -v node >/dev/null || { echo "node is required for the npm SDK test" >&2; exit 1; }
-    if [ ! -d "$ROOT/integration/node/node_modules/openai" ]; then
-        say "installing the openai npm package (integration/node)"
-        (cd "$ROOT/integration/node" && npm ci --no-audit --no-fund --loglevel=error)
+    command -v node >/dev/null || { echo "node is required for the npm SDK tests" >&2; exit 1; }
+    local dir="$ROOT/integration/node"
+    if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"; then
+        say "installing the npm clients (integration/node: openai, ai, @ai-sdk/openai)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
     fi
 }
 

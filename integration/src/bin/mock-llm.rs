@@ -1,6 +1,7 @@
 //! The mock LLM provider as a standalone server (for `scripts/run.sh` and benchmarks):
-//! `mock-llm [PORT]` (default 8081). Answers OpenAI-style chat (plain and SSE) and
-//! embeddings; `x-mock-status`, `x-mock-delay-ms`, `x-mock-events`, `x-mock-interval-ms`
+//! `mock-llm [PORT]` (default 8081). Answers by path, plain and SSE: OpenAI chat
+//! completions, embeddings, Responses, legacy completions and the model list, and Anthropic
+//! Messages; `x-mock-status`, `x-mock-delay-ms`, `x-mock-events`, `x-mock-interval-ms`
 //! request headers steer each answer.
 
 use integration::MockLlm;

@@ -1,6 +1,15 @@
-//! A mock OpenAI-compatible LLM upstream: chat completions (plain and SSE) and embeddings.
-//! It records every request it gets and answers as each test steers it: a queue of scripted
-//! replies, a default reply, or per-request `x-mock-*` headers.
+//! A mock LLM provider for the tests: OpenAI chat completions, embeddings, Responses, legacy
+//! completions and the model list, and Anthropic Messages, plain and streamed, each in the
+//! shape of the API the request's path names. It records every request it gets and answers
+//! as each test steers it: a queue of scripted replies, a default reply, replies per path,
+//! or per-request `x-mock-*` headers. This file owns the server, the recording and the
+//! choice of answer; `reply` what a test can ask for, and one file per API its wire format.
+
+pub mod anthropic;
+pub mod openai;
+mod reply;
+pub mod responses;
+pub mod sse;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,6 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+pub use openai::{chat, sse_events};
+pub use reply::{Body, Reply, ToolCall};
 
 /// How many requests the mock keeps for inspection (the newest).
 const MAX_RECORDED: usize = 10_000;
@@ -53,113 +65,6 @@ impl Recorded {
 
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// What the body of a reply is.
-#[derive(Debug, Clone)]
-pub enum Body {
-    /// An OpenAI-shaped answer for what was asked: chat (plain or SSE when the request says
-    /// `stream: true`) or embeddings, by path and body.
-    Auto,
-    Json(Value),
-    Raw {
-        content_type: String,
-        bytes: Bytes,
-    },
-    /// Raw byte chunks written one by one with `interval` between them (for SSE framing
-    /// tests: split anywhere).
-    Chunks {
-        content_type: String,
-        chunks: Vec<Bytes>,
-        interval: Duration,
-    },
-}
-
-/// One answer. `Reply::default()` is a 200 with an automatic body.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    /// Wait before the response headers.
-    pub delay: Duration,
-    pub body: Body,
-    /// Usage numbers for automatic bodies.
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// Automatic SSE: content events, and the pause between events.
-    pub events: usize,
-    pub interval: Duration,
-    /// Close the connection without answering.
-    pub drop_connection: bool,
-}
-
-impl Default for Reply {
-    fn default() -> Self {
-        Reply {
-            status: 200,
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-            body: Body::Auto,
-            prompt_tokens: 11,
-            completion_tokens: 7,
-            events: 3,
-            interval: Duration::ZERO,
-            drop_connection: false,
-        }
-    }
-}
-
-impl Reply {
-    pub fn status(status: u16) -> Reply {
-        let body = if status >= 400 {
-            Body::Json(json!({"error": {"message": format!("mock error {status}"),
-                                         "type": "mock_error", "code": status}}))
-        } else {
-            Body::Auto
-        };
-        Reply {
-            status,
-            body,
-            ..Reply::default()
-        }
-    }
-
-    pub fn json(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            body: Body::Json(body),
-            ..Reply::default()
-        }
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    pub fn delay(mut self, d: Duration) -> Reply {
-        self.delay = d;
-        self
-    }
-
-    pub fn usage(mut self, prompt: u64, completion: u64) -> Reply {
-        self.prompt_tokens = prompt;
-        self.completion_tokens = completion;
-        self
-    }
-
-    pub fn sse(mut self, events: usize, interval: Duration) -> Reply {
-        self.events = events;
-        self.interval = interval;
-        self
-    }
-
-    pub fn dropped() -> Reply {
-        Reply {
-            drop_connection: true,
-            ..Reply::default()
-        }
     }
 }
 
@@ -367,25 +272,31 @@ fn respond(
             builder = builder.header("content-type", content_type.as_str());
             paced(chunks.clone(), *interval, state)
         }
+        Body::Error => {
+            builder = builder.header("content-type", "application/json");
+            let body = match Api::of(&req.path) {
+                Api::Messages => reply::anthropic_error_body(
+                    reply::anthropic_error_kind(reply.status),
+                    &format!("mock error {}", reply.status),
+                ),
+                _ => openai::error(reply.status),
+            };
+            Full::new(Bytes::from(body.to_string())).boxed()
+        }
         Body::Auto => {
             let asked = req.json();
             let model = asked["model"].as_str().unwrap_or("mock-model").to_string();
-            if req.path.ends_with("/embeddings") {
-                builder = builder.header("content-type", "application/json");
-                Full::new(Bytes::from(embeddings(&asked, &model, reply).to_string())).boxed()
-            } else if asked["stream"] == json!(true) {
-                builder = builder
-                    .header("content-type", "text/event-stream")
-                    .header("cache-control", "no-cache");
-                let include_usage = asked["stream_options"]["include_usage"] == json!(true);
-                paced(
-                    sse_events(&model, reply, include_usage),
-                    reply.interval,
-                    state,
-                )
-            } else {
-                builder = builder.header("content-type", "application/json");
-                Full::new(Bytes::from(chat(&model, reply).to_string())).boxed()
+            match automatic(reply, &req.path, &asked, &model) {
+                Answer::Json(v) => {
+                    builder = builder.header("content-type", "application/json");
+                    Full::new(Bytes::from(v.to_string())).boxed()
+                }
+                Answer::Sse(events) => {
+                    builder = builder
+                        .header("content-type", "text/event-stream")
+                        .header("cache-control", "no-cache");
+                    paced(events, reply.interval, state)
+                }
             }
         }
     };
@@ -395,6 +306,71 @@ fn respond(
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// The API a path names (any prefix: `/v1/...`, `/openai/v1/...`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Embeddings,
+    Responses,
+    Completions,
+    Messages,
+    Models,
+}
+
+impl Api {
+    fn of(path: &str) -> Api {
+        let path = path.trim_end_matches('/');
+        if path.ends_with("/embeddings") {
+            Api::Embeddings
+        } else if path.ends_with("/responses") {
+            Api::Responses
+        } else if path.ends_with("/chat/completions") {
+            Api::Chat
+        } else if path.ends_with("/completions") {
+            Api::Completions
+        } else if path.ends_with("/messages") {
+            Api::Messages
+        } else if path.ends_with("/models") {
+            Api::Models
+        } else {
+            // Paths that name no API (`/`, `/anything`): chat, as before.
+            Api::Chat
+        }
+    }
+}
+
+/// An automatic body: one JSON document, or SSE events.
+enum Answer {
+    Json(Value),
+    Sse(Vec<Bytes>),
+}
+
+/// The automatic answer to `asked` (the request body) on `path`.
+fn automatic(reply: &Reply, path: &str, asked: &Value, model: &str) -> Answer {
+    let stream = asked["stream"] == json!(true);
+    let include_usage = asked["stream_options"]["include_usage"] == json!(true);
+    match (Api::of(path), stream) {
+        (Api::Embeddings, _) => Answer::Json(openai::embeddings(asked, model, reply)),
+        (Api::Models, _) => Answer::Json(openai::models(reply)),
+        (Api::Responses, false) => Answer::Json(responses::plain(model, reply, asked)),
+        (Api::Responses, true) => Answer::Sse(responses::sse_events(model, reply, asked)),
+        (Api::Completions, false) => Answer::Json(openai::completion(model, reply)),
+        (Api::Completions, true) => {
+            Answer::Sse(openai::completion_sse_events(model, reply, include_usage))
+        }
+        (Api::Messages, false) => Answer::Json(anthropic::plain(model, reply, asked)),
+        (Api::Messages, true) => Answer::Sse(anthropic::sse_events(model, reply, asked)),
+        (Api::Chat, false) => Answer::Json(match reply.tool_call_for(asked) {
+            Some(call) => openai::chat_tool_call(model, reply, call),
+            None => chat(model, reply),
+        }),
+        (Api::Chat, true) => Answer::Sse(match reply.tool_call_for(asked) {
+            Some(call) => openai::tool_call_sse_events(model, reply, call, include_usage),
+            None => sse_events(model, reply, include_usage),
+        }),
+    }
 }
 
 fn paced(
@@ -437,58 +413,44 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
-fn usage(reply: &Reply) -> Value {
-    json!({"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-           "total_tokens": reply.prompt_tokens + reply.completion_tokens})
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn chat(model: &str, reply: &Reply) -> Value {
-    json!({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock."},
-                     "finish_reason": "stop"}],
-        "usage": usage(reply),
-    })
-}
-
-fn embeddings(asked: &Value, model: &str, reply: &Reply) -> Value {
-    let inputs = match &asked["input"] {
-        Value::Array(a) => a.len().max(1),
-        _ => 1,
-    };
-    let data: Vec<Value> = (0..inputs)
-        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.0023, -0.0091, 0.0154]}))
-        .collect();
-    json!({"object": "list", "data": data, "model": model,
-           "usage": {"prompt_tokens": reply.prompt_tokens, "total_tokens": reply.prompt_tokens}})
-}
-
-/// An OpenAI-style stream: a role chunk, `events` content chunks, a finish chunk, the
-/// usage-only chunk when asked for, then `[DONE]`. One SSE event per element.
-pub fn sse_events(model: &str, reply: &Reply, include_usage: bool) -> Vec<Bytes> {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000,
-               "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    for i in 0..reply.events {
-        events.push(chunk(json!({"content": format!("tok{i} ")}), Value::Null));
+    #[test]
+    fn the_path_names_the_api() {
+        for (path, api) in [
+            ("/v1/chat/completions", Api::Chat),
+            ("/openai/v1/chat/completions", Api::Chat),
+            ("/v1/completions", Api::Completions),
+            ("/v1/responses", Api::Responses),
+            ("/v1/messages", Api::Messages),
+            ("/v1/models", Api::Models),
+            ("/v1/embeddings", Api::Embeddings),
+            ("/openai/deployments/x/embeddings", Api::Embeddings),
+            ("/anything", Api::Chat),
+            ("/", Api::Chat),
+        ] {
+            assert_eq!(Api::of(path), api, "{path}");
+        }
     }
-    events.push(chunk(json!({}), json!("stop")));
-    if include_usage {
-        events.push(
-            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
-                           "created": 1_700_000_000, "model": model, "choices": [],
-                           "usage": usage(reply)}),
-        );
+
+    #[test]
+    fn errors_take_the_shape_of_the_api() {
+        let reply = Reply::status(529);
+        assert!(matches!(reply.body, Body::Error));
+        let openai = openai::error(429);
+        assert_eq!(openai["error"]["code"], 429);
+        let kind = reply::anthropic_error_kind(529);
+        assert_eq!(kind, "overloaded_error");
+        assert_eq!(reply::anthropic_error_kind(429), "rate_limit_error");
+        let explicit = Reply::anthropic_error(429, "rate_limit_error");
+        match explicit.body {
+            Body::Json(v) => {
+                assert_eq!(v["type"], "error");
+                assert_eq!(v["error"]["type"], "rate_limit_error");
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    let mut out: Vec<Bytes> = events
-        .into_iter()
-        .map(|e| Bytes::from(format!("data: {e}\n\n")))
-        .collect();
-    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    out
 }
