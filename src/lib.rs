@@ -36,7 +36,7 @@
 )]
 
 pub mod balancer;
-pub(crate) mod body;
+pub mod body;
 pub mod clusters;
 pub mod config;
 pub(crate) mod effect;
@@ -51,7 +51,7 @@ pub(crate) mod provider;
 pub mod quota;
 pub mod ratelimit;
 pub mod root;
-pub(crate) mod sse;
+pub mod sse;
 pub(crate) mod store;
 pub mod usage;
 // Used by the host layer only (wasm32); tested natively.
