@@ -62,6 +62,12 @@ pub mod name {
     pub fn tokens(instance: &str, model: &str, token_type: &str) -> String {
         format!("aiproxy.instance.{instance}.model.{model}.token_type.{token_type}.tokens_total")
     }
+    /// Tokens by the consumer an authenticating filter named (`other` past the cap).
+    pub fn consumer_tokens(instance: &str, consumer: &str, token_type: &str) -> String {
+        format!(
+            "aiproxy.instance.{instance}.consumer.{consumer}.token_type.{token_type}.consumer_tokens_total"
+        )
+    }
     pub fn time_to_first_token(instance: &str, model: &str) -> String {
         format!("aiproxy.instance.{instance}.model.{model}.time_to_first_token_ms")
     }
@@ -102,14 +108,14 @@ impl Registry {
     }
 }
 
-/// The model labels in use in one VM.
+/// The labels in use in one VM for a value clients can choose (a model, a consumer).
 #[derive(Debug, Default)]
 pub struct Models {
     labels: HashMap<String, String>,
 }
 
 impl Models {
-    /// The label for a model: itself (sanitised) for the first [`MAX_MODELS`], then `other`.
+    /// The label for a value: itself (sanitised) for the first [`MAX_MODELS`], then `other`.
     pub fn label(&mut self, model: &str) -> String {
         if let Some(l) = self.labels.get(model) {
             return l.clone();

@@ -228,7 +228,7 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
             tag("aiproxy_instance", r"^wasmcustom\.aiproxy\.(instance\.([^.]+)\.)"),
             tag("aiproxy_model", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.(model\.([^.]+)\.)"),
             tag("aiproxy_status_class", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.model\.[^.]+\.(status_class\.([^.]+)\.)"),
-            tag("aiproxy_token_type", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.model\.[^.]+\.(token_type\.([^.]+)\.)"),
+            tag("aiproxy_token_type", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.(?:model|consumer)\.[^.]+\.(token_type\.([^.]+)\.)"),
             tag("aiproxy_reason", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.(reason\.([^.]+)\.)"),
             tag("aiproxy_consumer", r"^wasmcustom\.aiproxy\.instance\.[^.]+\.(consumer\.([^.]+)\.)")
         ]},

@@ -165,6 +165,16 @@ async fn consumers_from_api_key_auth_have_their_own_limits() {
         model(send(Some("jane-key"), None).await.unwrap()).await,
         "gpt-4"
     );
+    // Tokens by the consumer api_key_auth named (john: a, then b; jane: b, then a).
+    let text = envoy.prometheus().await;
+    for (instance, consumer) in [("a", "john"), ("b", "john"), ("a", "jane"), ("b", "jane")] {
+        for (kind, n) in [("input", 23), ("output", 8)] {
+            let line = format!(
+                "aiproxy_consumer_tokens_total{{aiproxy_instance=\"{instance}\",aiproxy_token_type=\"{kind}\",aiproxy_consumer=\"{consumer}\"}} {n}"
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -98,6 +98,8 @@ pub struct Accounting {
     pub status: u32,
     /// The request's messages (or input), for payload logs.
     pub request_payload: Option<String>,
+    /// The consumer an authenticating filter named (tokens by consumer).
+    pub consumer: Option<String>,
     completed: bool,
     ttft_ms: Option<u64>,
 }
@@ -190,6 +192,18 @@ impl Accounting {
         ] {
             if n > 0 {
                 out.push(Effect::counter(name::tokens(&instance, &model, kind), n));
+            }
+        }
+        if let Some(c) = self.consumer.as_deref() {
+            let consumer = plugin.consumer_label(c);
+            for (kind, n) in [
+                ("input", usage.prompt_tokens),
+                ("output", usage.completion_tokens),
+            ] {
+                if n > 0 {
+                    let name = name::consumer_tokens(&instance, &consumer, kind);
+                    out.push(Effect::counter(name, n));
+                }
             }
         }
         if let Some(ttft) = self.ttft_ms {

@@ -39,6 +39,7 @@ pub struct Plugin {
     pub quota: Option<Box<dyn quota::Backend>>,
     rr: Cell<RoundRobin>,
     models: Cell<Models>,
+    consumers: Cell<Models>,
 }
 
 impl Plugin {
@@ -54,6 +55,7 @@ impl Plugin {
             quota,
             rr: Cell::new(RoundRobin::default()),
             models: Cell::new(Models::default()),
+            consumers: Cell::new(Models::default()),
         }
     }
 
@@ -67,10 +69,12 @@ impl Plugin {
 
     /// The stat-name label for a model (bounded; see `metrics::MAX_MODELS`).
     pub fn model_label(&self, model: &str) -> String {
-        let mut m = self.models.take();
-        let l = m.label(model);
-        self.models.set(m);
-        l
+        label_in(&self.models, model)
+    }
+
+    /// The stat-name label for a consumer (bounded the same way).
+    pub fn consumer_label(&self, consumer: &str) -> String {
+        label_in(&self.consumers, consumer)
     }
 
     fn quota_ctx<'a>(&'a self, consumer: Option<&'a str>) -> Ctx<'a> {
@@ -107,6 +111,13 @@ impl Plugin {
             now_ms,
         );
     }
+}
+
+fn label_in(cell: &Cell<Models>, value: &str) -> String {
+    let mut m = cell.take();
+    let l = m.label(value);
+    cell.set(m);
+    l
 }
 
 enum Phase {

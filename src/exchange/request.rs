@@ -136,10 +136,10 @@ impl Exchange {
             let key = key::resolve(source, &attrs, &config.consumer_header);
             self.hash = hash_bytes(key.as_bytes());
         }
+        let consumer = get(&config.consumer_header).filter(|c| !c.is_empty());
+        self.acct.consumer = consumer.map(str::to_string);
         if !config.rate_limits.consumers.is_empty() {
-            self.consumer = get(&config.consumer_header)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string);
+            self.consumer = self.acct.consumer.clone();
         }
         if retries(config) {
             // As the client sent them: a fallback must not inherit the first instance's edits.

@@ -763,3 +763,36 @@ fn a_service_that_cannot_answer_fails_open_or_refuses() {
     t.request(&chat());
     assert_eq!(t.reply().0, 503);
 }
+
+#[test]
+fn tokens_are_counted_by_consumer_with_a_bounded_label() {
+    let mut t = T::new(json!({"provider": "openai"}));
+    for i in 0..(crate::metrics::MAX_MODELS + 2) {
+        t.next();
+        let body = chat().to_string();
+        let consumer = format!("team.{i}");
+        t.host.set_request(
+            &[(":method", "POST"), ("x-consumer", &consumer)],
+            body.as_bytes(),
+        );
+        t.on(Input::RequestHeaders {
+            end_of_stream: false,
+        });
+        t.on(Input::RequestBody {
+            size: body.len(),
+            end_of_stream: true,
+        });
+        t.respond(
+            200,
+            None,
+            &[("content-type", "application/json")],
+            &answer(3, 2),
+        );
+    }
+    let name = |c: &str, kind: &str| {
+        format!("aiproxy.instance.openai.consumer.{c}.token_type.{kind}.consumer_tokens_total")
+    };
+    assert_eq!(t.host.counter(&name("team_0", "input")), 3);
+    assert_eq!(t.host.counter(&name("team_0", "output")), 2);
+    assert_eq!(t.host.counter(&name("other", "input")), 6, "past the cap");
+}
