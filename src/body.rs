@@ -14,6 +14,8 @@ pub enum BodyError {
     NotUtf8,
     Invalid(String),
     DuplicateKey(String),
+    /// A key that differs only in case from one the gateway reads or sets (key, that one).
+    CaseVariant(String, String),
 }
 
 /// One top-level member: the unescaped key and the byte span of its value in the body.
@@ -76,6 +78,18 @@ impl<'a> JsonBody<'a> {
     pub fn raw(&self, key: &str) -> Option<&'a str> {
         let m = self.members.iter().find(|m| m.key == key)?;
         self.text.get(m.start..m.end)
+    }
+
+    /// The first top-level key that differs from one of `owned` only in case (as Go's
+    /// case-insensitive JSON decoding folds it), with the owned key it shadows.
+    pub fn case_clash<'o>(&self, owned: &'o [String]) -> Option<(&str, &'o str)> {
+        self.members.iter().find_map(|m| {
+            let folded = fold(&m.key);
+            owned
+                .iter()
+                .find(|o| **o != m.key && fold(o) == folded)
+                .map(|o| (m.key.as_str(), o.as_str()))
+        })
     }
 
     /// A top-level string member, unescaped.
@@ -145,6 +159,18 @@ impl<'a> JsonBody<'a> {
     }
 }
 
+/// A key as a case-insensitive decoder compares it: ASCII lower case, with the two
+/// characters Go's `encoding/json` also folds to ASCII (U+017F long s, U+212A Kelvin sign).
+fn fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
 /// Visits the top-level object, keeping each value as raw, borrowed JSON.
 struct TopLevel;
 
@@ -174,6 +200,10 @@ impl fmt::Display for BodyError {
             BodyError::DuplicateKey(k) => {
                 write!(f, "the request body has the key `{k}` more than once")
             }
+            BodyError::CaseVariant(k, owned) => write!(
+                f,
+                "the request body has the key `{k}`, which differs only in case from `{owned}`: send `{owned}` once"
+            ),
         }
     }
 }
@@ -222,6 +252,31 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name}: accepted"));
             assert!(ok(&err), "{name}: {err:?}");
         }
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_case_from_owned_ones() {
+        let owned = ["model".to_string(), "max_tokens".to_string()];
+        let clash = |body: &str| {
+            JsonBody::parse(body.as_bytes())
+                .unwrap()
+                .case_clash(&owned)
+                .map(|(k, o)| (k.to_string(), o.to_string()))
+        };
+        assert_eq!(clash(r#"{"model":"a","messages":[]}"#), None);
+        assert_eq!(
+            clash(r#"{"model":"a","MODEL":"b"}"#),
+            Some(("MODEL".into(), "model".into()))
+        );
+        assert_eq!(
+            clash(r#"{"Model":"b"}"#),
+            Some(("Model".into(), "model".into()))
+        );
+        assert_eq!(
+            clash("{\"max_to\\u212aens\":1}"),
+            Some(("max_to\u{212a}ens".into(), "max_tokens".into()))
+        );
+        assert_eq!(clash(r#"{"Messages":[]}"#), None, "not owned");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum ProxyError {
         limit: usize,
     },
     Body(BodyError),
+    /// A field the filter reads has the wrong type (field, what it must be).
+    InvalidField(&'static str, &'static str),
     /// Neither `messages` (chat) nor `input` (embeddings).
     UnknownKind,
     /// The chosen provider has no endpoint for this kind of request.
@@ -45,9 +47,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => 405,
             ProxyError::UnsupportedMediaType(_) => 415,
             ProxyError::BodyTooLarge { .. } => 413,
-            ProxyError::Body(_) | ProxyError::UnknownKind | ProxyError::KindNotOffered { .. } => {
-                400
-            }
+            ProxyError::Body(_)
+            | ProxyError::InvalidField(..)
+            | ProxyError::UnknownKind
+            | ProxyError::KindNotOffered { .. } => 400,
             ProxyError::UpstreamTimeout => 504,
             ProxyError::UpstreamUnavailable(_)
             | ProxyError::NoInstanceAvailable
@@ -75,8 +78,11 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::Body(BodyError::Empty) => "empty_body",
-            ProxyError::Body(BodyError::DuplicateKey(_)) => "duplicate_key",
+            ProxyError::Body(BodyError::DuplicateKey(_) | BodyError::CaseVariant(..)) => {
+                "duplicate_key"
+            }
             ProxyError::Body(_) => "invalid_json",
+            ProxyError::InvalidField(..) => "invalid_value",
             ProxyError::UnknownKind => "unknown_request_kind",
             ProxyError::KindNotOffered { .. } => "unsupported_request_kind",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -101,6 +107,7 @@ impl ProxyError {
                 format!("the request body is larger than the limit of {limit} bytes")
             }
             ProxyError::Body(e) => e.to_string(),
+            ProxyError::InvalidField(field, what) => format!("`{field}` must be {what}"),
             ProxyError::UnknownKind => "the request body must have `messages` (chat completions) \
                  or `input` (embeddings)"
                 .to_string(),

@@ -78,29 +78,56 @@ struct Envelope {
     model: Option<String>,
     usage: Option<RawUsage>,
     choices: Option<Vec<Choice>>,
+    /// Characters of text in the choices (an estimate's basis when no usage comes).
+    #[serde(skip)]
+    seen: u64,
 }
 
-/// The same without the text (payload logging off): choices are only counted.
+/// The same without the text (payload logging off): the text is only measured, borrowed.
 #[derive(Deserialize)]
-struct Counted {
+struct Counted<'a> {
     model: Option<String>,
     usage: Option<RawUsage>,
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(borrow)]
+    choices: Option<Vec<Measured<'a>>>,
 }
 
-impl From<Counted> for Envelope {
-    fn from(c: Counted) -> Envelope {
+#[derive(Deserialize)]
+struct Measured<'a> {
+    #[serde(borrow)]
+    message: Option<Content<'a>>,
+    #[serde(borrow)]
+    delta: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(borrow)]
+    content: Option<&'a serde_json::value::RawValue>,
+}
+
+impl From<Counted<'_>> for Envelope {
+    fn from(c: Counted<'_>) -> Envelope {
+        let mut seen = 0u64;
+        let choices = c.choices.map(|v| {
+            v.into_iter()
+                .map(|m| {
+                    let raw = m.message.or(m.delta).and_then(|t| t.content);
+                    // The JSON string's length, quotes off: close enough for an estimate.
+                    let len = raw.map_or(0, |r| r.get().len().saturating_sub(2));
+                    seen = seen.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+                    Choice {
+                        message: None,
+                        delta: None,
+                    }
+                })
+                .collect()
+        });
         Envelope {
             model: c.model,
             usage: c.usage,
-            choices: c.choices.map(|v| {
-                v.into_iter()
-                    .map(|_| Choice {
-                        message: None,
-                        delta: None,
-                    })
-                    .collect()
-            }),
+            choices,
+            seen,
         }
     }
 }
@@ -117,6 +144,8 @@ pub struct Meter {
     model: Option<String>,
     /// Response text for payload logs, when collected.
     text: Option<String>,
+    /// Characters of response text seen so far.
+    seen: u64,
 }
 
 impl Meter {
@@ -139,6 +168,7 @@ impl Meter {
             usage: None,
             model: None,
             text: collect_text.then(String::new),
+            seen: 0,
         }
     }
 
@@ -209,7 +239,15 @@ impl Meter {
     /// Parses a body or event; the text is only built when payloads are logged.
     fn envelope(&self, data: &[u8]) -> Option<Envelope> {
         if self.text.is_some() {
-            serde_json::from_slice::<Envelope>(data).ok()
+            let mut env = serde_json::from_slice::<Envelope>(data).ok()?;
+            let texts = env.choices.iter().flatten().filter_map(|c| {
+                let t = c.message.as_ref().or(c.delta.as_ref())?;
+                t.content.as_ref()
+            });
+            env.seen = texts
+                .map(|t| t.chars().count() as u64)
+                .fold(0, u64::saturating_add);
+            Some(env)
         } else {
             serde_json::from_slice::<Counted>(data)
                 .ok()
@@ -218,6 +256,7 @@ impl Meter {
     }
 
     fn read(&mut self, env: Envelope) {
+        self.seen = self.seen.saturating_add(env.seen);
         if self.model.is_none() {
             self.model = env.model.filter(|m| !m.is_empty());
         }
@@ -239,6 +278,11 @@ impl Meter {
     /// The usage the response reported; zero when it reported none.
     pub fn usage(&self) -> Usage {
         self.usage.unwrap_or_default()
+    }
+
+    /// Characters of answer text seen so far.
+    pub fn seen_chars(&self) -> u64 {
+        self.seen
     }
 
     /// Whether the response reported usage at all.

@@ -62,6 +62,9 @@ pub struct Config {
     pub consumer_header: String,
     pub logging: Logging,
     pub rate_limits: RateLimits,
+    /// Top-level body keys the filter reads or sets: `model`, `stream`, `stream_options`
+    /// and every configured option (a client key differing only in case is refused).
+    pub owned_keys: Vec<String>,
 }
 
 /// The token limits: the route's, for every request, and each consumer's, for its own.
@@ -360,7 +363,17 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         consumers,
     };
 
+    let mut owned_keys: Vec<String> = ["model", "stream", "stream_options"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    for (key, _) in instances.iter().flat_map(|i| &i.options) {
+        if !owned_keys.contains(key) {
+            owned_keys.push(key.clone());
+        }
+    }
     Ok(Config {
+        owned_keys,
         instances,
         balancer,
         hash_key,

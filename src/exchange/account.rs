@@ -12,6 +12,9 @@ use crate::protocol::{self, Answering, ClientRequest, Reader, Upstream};
 use crate::provider::Wire;
 use crate::usage::{Usage, MAX_LOGGED_TEXT};
 
+/// The rough size of a token, for estimates (OpenAI's rule of thumb for English text).
+pub const CHARS_PER_TOKEN: u64 = 4;
+
 /// Which attempt serves the client, and how it was shaped.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -100,6 +103,10 @@ pub struct Accounting {
     pub request_payload: Option<String>,
     /// The consumer an authenticating filter named (tokens by consumer).
     pub consumer: Option<String>,
+    /// Prompt tokens estimated from the request's size, for an answer cut before its usage.
+    pub prompt_estimate: u64,
+    /// The answer was cut (the client left, or the upstream died) before it ended.
+    pub cut: bool,
     completed: bool,
     ttft_ms: Option<u64>,
 }
@@ -122,9 +129,29 @@ impl Accounting {
         self.reader = Some(protocol::of(answer.wire).reader(answering));
     }
 
-    /// The usage the answer reported (zero before it is read).
+    /// The usage the answer reported; for a successful answer cut before its usage came,
+    /// an estimate: the prompt from the request's size, the completion from the text seen,
+    /// at 4 characters a token.
     pub fn usage(&self) -> Usage {
-        self.reader.as_ref().map(|r| r.usage()).unwrap_or_default()
+        let Some(r) = self.reader.as_ref() else {
+            return Usage::default();
+        };
+        if r.has_usage() || !self.cut || !(200..300).contains(&self.status) {
+            return r.usage();
+        }
+        let prompt = self.prompt_estimate;
+        let completion = r.seen_chars().div_ceil(CHARS_PER_TOKEN);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
+            ..Usage::default()
+        }
+    }
+
+    /// Whether the answer's books are closed.
+    pub fn is_complete(&self) -> bool {
+        self.completed
     }
 
     pub fn rewrites_body(&self) -> bool {

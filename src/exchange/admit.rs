@@ -19,7 +19,7 @@ impl Exchange {
     }
 
     /// Picks the first attempt's instance and sends the request there, or first asks the
-    /// quota service about it. `paused`: as for [`Exchange::send_first`].
+    /// quota service about it. `paused`: as for [`Exchange::sent_first`].
     fn plan(&mut self, plugin: &Plugin, body: Vec<u8>, paused: bool, host: &dyn Host) -> Out {
         let config = &plugin.config;
         if let Some(l) = &self.admission {
@@ -28,16 +28,17 @@ impl Exchange {
                 .collect();
         }
         let unhealthy = plugin.unhealthy(host);
-        let picked = protocol::read_request(&body).and_then(|req| {
-            let avail = Availability {
-                tried: &[],
-                limits: self.admission.as_ref(),
-                unhealthy: &unhealthy,
-            };
-            let kind = req.client.kind;
-            plugin.with_rr(|rr| pick(config, rr, self.hash, kind, &avail))
-        });
-        let index = match picked {
+        let req = match protocol::read_request(&body, config) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(plugin, &e),
+        };
+        let avail = Availability {
+            tried: &[],
+            limits: self.admission.as_ref(),
+            unhealthy: &unhealthy,
+        };
+        let kind = req.client.kind;
+        let index = match plugin.with_rr(|rr| pick(config, rr, self.hash, kind, &avail)) {
             Ok(i) => i,
             Err(e) => return self.refuse(plugin, &e),
         };
@@ -52,7 +53,10 @@ impl Exchange {
                 return Out::hold(vec![Effect::Dispatch(callout)]);
             }
         }
-        self.send_first(plugin, body, index, paused, host)
+        match self.shape_first(plugin, &req, body.len(), index) {
+            Ok(effects) => self.sent_first(plugin, body, index, effects, paused, host),
+            Err(e) => self.refuse(plugin, &e),
+        }
     }
 
     /// The filter refuses the request; a spent quota counts in the rejection metric.
@@ -136,7 +140,7 @@ impl Exchange {
                         *slot = l.shown(&plugin.config, index);
                     }
                 }
-                self.send_first(plugin, body, index, true, host)
+                self.send_first(plugin, body, index, host)
             }
             Verdict::Exhausted(quota, set) => {
                 if let Some(l) = self.admission.as_mut() {
@@ -145,7 +149,7 @@ impl Exchange {
                 self.plan(plugin, body, true, host)
             }
             Verdict::Unknown if deny => self.refuse(plugin, &ProxyError::QuotaUnavailable),
-            Verdict::Unknown => self.send_first(plugin, body, index, true, host),
+            Verdict::Unknown => self.send_first(plugin, body, index, host),
         }
     }
 }

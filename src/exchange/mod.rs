@@ -255,8 +255,15 @@ impl Exchange {
                 self.reply(Some(p), &err)
             }
             Input::Log => {
+                // An answer cut before it ended is still accounted for, and charged.
+                let mut effects = Vec::new();
+                if matches!(self.phase, Phase::Forwarded(_)) && !self.acct.is_complete() {
+                    self.acct.cut = true;
+                    effects = self.completed(p, host);
+                }
                 self.phase = Phase::Done;
-                Out::go(self.acct.finish(p, host))
+                effects.extend(self.acct.finish(p, host));
+                Out::go(effects)
             }
         }
     }

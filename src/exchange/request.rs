@@ -1,7 +1,7 @@
 //! The request side of an exchange: check the request line and headers, hold them, buffer
 //! the body, then admit, pick and shape the first attempt, as edits to the paused request.
 
-use super::account::{request_payload, Answer};
+use super::account::{self, request_payload, Answer};
 use super::{Exchange, Phase, Plugin, Retry};
 use crate::balancer::key::{self, RequestAttrs};
 use crate::balancer::{hash_bytes, Algorithm};
@@ -9,7 +9,7 @@ use crate::body::BodyError;
 use crate::config::Config;
 use crate::effect::{Effect, Host, Map, Out};
 use crate::error::ProxyError;
-use crate::protocol::{self, Upstream};
+use crate::protocol::{self, Request, Upstream};
 
 /// Envoy's total timeout for the request; the filter's value replaces any client's.
 const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
@@ -185,46 +185,69 @@ impl Exchange {
         self.request_body(plugin, size, true, host)
     }
 
-    /// Sends the request to instance `index` (picked and admitted): the edits that shape
-    /// it, and the books. `paused`: the request waits since an earlier callback and must be
-    /// resumed explicitly.
+    /// Sends the request to instance `index`, admitted after a quota service's answer.
     pub(super) fn send_first(
         &mut self,
         plugin: &Plugin,
         body: Vec<u8>,
         index: usize,
+        host: &dyn Host,
+    ) -> Out {
+        let shaped = protocol::read_request(&body, &plugin.config)
+            .and_then(|req| self.shape_first(plugin, &req, body.len(), index));
+        match shaped {
+            Ok(effects) => self.sent_first(plugin, body, index, effects, true, host),
+            Err(e) => self.refuse(plugin, &e),
+        }
+    }
+
+    /// The first attempt on instance `index`: the edits that shape the paused request for
+    /// it, and the books.
+    pub(super) fn shape_first(
+        &mut self,
+        plugin: &Plugin,
+        req: &Request<'_>,
+        body_len: usize,
+        index: usize,
+    ) -> Result<Vec<Effect>, ProxyError> {
+        let config = &plugin.config;
+        let instance = config
+            .instances
+            .get(index)
+            .ok_or(ProxyError::NoInstanceAvailable)?;
+        let up = protocol::shape(instance, req)?;
+        log::debug!(
+            "envoy-ai-proxy: {} request to instance {} (cluster {})",
+            req.client.kind.name(),
+            instance.name,
+            up.cluster
+        );
+        let mut effects = request_edits(config, &up, body_len, self.chunked);
+        let len = u64::try_from(body_len).unwrap_or(u64::MAX);
+        self.acct.prompt_estimate = len.div_ceil(account::CHARS_PER_TOKEN);
+        let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
+        effects.extend(answer.sent());
+        self.acct.answer = Some(answer);
+        self.acct.request_payload = config
+            .logging
+            .payloads
+            .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
+            .flatten();
+        Ok(effects)
+    }
+
+    /// The first attempt is on its way: keep what a fallback needs. `paused`: the request
+    /// waits since an earlier callback and must be resumed explicitly.
+    pub(super) fn sent_first(
+        &mut self,
+        plugin: &Plugin,
+        body: Vec<u8>,
+        index: usize,
+        mut effects: Vec<Effect>,
         paused: bool,
         host: &dyn Host,
     ) -> Out {
         let config = &plugin.config;
-        let shaped = protocol::read_request(&body).and_then(|req| {
-            let instance = config
-                .instances
-                .get(index)
-                .ok_or(ProxyError::NoInstanceAvailable)?;
-            let up = protocol::shape(instance, &req)?;
-            log::debug!(
-                "envoy-ai-proxy: {} request to instance {} (cluster {})",
-                req.client.kind.name(),
-                instance.name,
-                up.cluster
-            );
-            let edits = request_edits(config, &up, body.len(), self.chunked);
-            let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
-            let payload = config
-                .logging
-                .payloads
-                .then(|| request_payload(req.body.raw("messages").or(req.body.raw("input"))))
-                .flatten();
-            Ok((answer, payload, edits))
-        });
-        let (answer, payload, mut effects) = match shaped {
-            Ok(s) => s,
-            Err(e) => return self.refuse(plugin, &e),
-        };
-        effects.extend(answer.sent());
-        self.acct.answer = Some(answer);
-        self.acct.request_payload = payload;
         let now = host.now_ns();
         self.acct.first_sent_ns = now;
         self.acct.sent_ns = now;
@@ -275,9 +298,12 @@ fn request_edits(
         set(":authority", up.authority),
         set(":path", up.path),
     ];
-    // Setting an `authorization` auth header replaces the client's anyway.
-    if up.drop_client_authorization && !up.auth_headers.iter().any(|(n, _)| n == "authorization") {
-        out.push(Effect::RemoveHeader(Map::Request, "authorization".into()));
+    // What the client sent that must not reach the provider (an auth header the instance
+    // sets replaces the client's anyway).
+    for name in dropped_client_headers(config, up) {
+        if !up.auth_headers.iter().any(|(n, _)| n == name) {
+            out.push(Effect::RemoveHeader(Map::Request, name.to_string()));
+        }
     }
     out.extend(up.auth_headers.iter().map(|(n, v)| set(n, v)));
     // `timeout` bounds a whole answer. A stream may rightly run for minutes, so for streams
@@ -305,9 +331,21 @@ fn request_edits(
     out
 }
 
+/// Client headers the provider never sees: `accept-encoding` (the filter reads the answer's
+/// usage; Envoy's compressor may compress toward the client) and, when the instance has
+/// auth, every client credential (the gateway owns the upstream credentials).
+fn dropped_client_headers<'a>(config: &'a Config, up: &Upstream<'_>) -> Vec<&'a str> {
+    let mut out = vec!["accept-encoding"];
+    if up.drop_client_authorization {
+        out.extend(["authorization", "api-key", "x-api-key"]);
+        out.push(&config.consumer_header);
+    }
+    out
+}
+
 /// Client headers that never go to a fallback callout: pseudo-headers and framing (Envoy
-/// sets its own), the routing header, Envoy's control headers, and what the instance's auth
-/// replaces.
+/// sets its own), the routing header, Envoy's control headers, what the provider must not
+/// see (above), and what the instance's auth replaces.
 fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
     const DROP: &[&str] = &[
         "host",
@@ -325,7 +363,7 @@ fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
         || name.starts_with("x-envoy-")
         || DROP.contains(&name)
         || name == config.cluster_header
-        || (up.drop_client_authorization && name == "authorization")
+        || dropped_client_headers(config, up).contains(&name)
         || up.auth_headers.iter().any(|(n, _)| n == name))
 }
 
@@ -426,7 +464,7 @@ mod tests {
                  "auth":{"header":{"api-key":"B"}}}]}"#,
         )
         .unwrap();
-        let req = protocol::read_request(br#"{"messages":[]}"#).unwrap();
+        let req = protocol::read_request(br#"{"messages":[]}"#, &c).unwrap();
         let up = protocol::shape(&c.instances[1], &req).unwrap();
         let client = crate::testing::pairs(&[
             (":path", "/v1/chat/completions"),
@@ -438,6 +476,9 @@ mod tests {
             ("x-envoy-upstream-rq-timeout-ms", "1"),
             ("x-ai-proxy-cluster", "evil"),
             ("accept", "application/json"),
+            ("accept-encoding", "gzip"),
+            ("x-api-key", "client-x-key"),
+            ("x-consumer", "spoofed"),
         ]);
         let h = callout_headers(&c, &up, &client, 15);
         let get = |n: &str| {
@@ -456,5 +497,8 @@ mod tests {
         assert_eq!(get("content-length"), ["15"]);
         assert!(get("x-envoy-upstream-rq-timeout-ms").is_empty());
         assert!(get("x-ai-proxy-cluster").is_empty());
+        assert!(get("accept-encoding").is_empty());
+        assert!(get("x-api-key").is_empty());
+        assert!(get("x-consumer").is_empty());
     }
 }

@@ -65,6 +65,8 @@ impl T {
                 ("content-type", "application/json"),
                 ("content-length", &len),
                 ("authorization", "Bearer client-key"),
+                ("x-api-key", "client-key"),
+                ("accept-encoding", "gzip, br"),
                 ("x-ai-proxy-cluster", "evil"),
             ],
             bytes.as_bytes(),
@@ -186,6 +188,16 @@ fn one_provider_forwards_shaped_and_accounts_for_the_answer() {
     assert_eq!(t.sent(":authority").as_deref(), Some("api.openai.com"));
     assert_eq!(t.sent(":path").as_deref(), Some("/v1/chat/completions"));
     assert_eq!(t.sent("authorization").as_deref(), Some("Bearer sk-conf"));
+    assert_eq!(
+        t.sent("x-api-key"),
+        None,
+        "client credentials stay with the gateway"
+    );
+    assert_eq!(
+        t.sent("accept-encoding"),
+        None,
+        "the answer must be readable"
+    );
     assert_eq!(
         t.sent("x-envoy-upstream-rq-timeout-ms").as_deref(),
         Some("5000")
@@ -795,4 +807,47 @@ fn tokens_are_counted_by_consumer_with_a_bounded_label() {
     assert_eq!(t.host.counter(&name("team_0", "input")), 3);
     assert_eq!(t.host.counter(&name("team_0", "output")), 2);
     assert_eq!(t.host.counter(&name("other", "input")), 6, "past the cap");
+}
+
+#[test]
+fn a_cut_stream_is_charged_what_was_read_or_an_estimate() {
+    let events = [
+        "data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    // Cut after the usage event (the client left, or the upstream died): the usage read.
+    // Cut before it: prompt from the request's size, completion from the text seen.
+    for (sent, want) in [(2, None), (1, Some(2))] {
+        let mut t = T::new(json!({"provider": "openai",
+            "rate_limiting": {"limit": 100000, "time_window": 60}}));
+        let mut body = chat();
+        body["stream"] = json!(true);
+        t.request(&body);
+        let prompt = body.to_string().len().div_ceil(4) as u64;
+        t.host.set_response(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            b"",
+        );
+        t.on(Input::ResponseHeaders {
+            end_of_stream: false,
+        });
+        for e in events.iter().take(sent) {
+            *t.host.response_body.borrow_mut() = e.as_bytes().to_vec();
+            t.on(Input::ResponseBody {
+                size: e.len(),
+                end_of_stream: false,
+            });
+        }
+        assert_eq!(t.used("openai", None, 60), 0, "nothing before the end");
+        t.on(Input::Log);
+        let expected = match want {
+            None => 5,
+            Some(completion) => prompt + completion,
+        };
+        assert_eq!(t.used("openai", None, 60), expected, "sent {sent}");
+        assert_eq!(t.host.state("llm_total_tokens"), Some(expected.to_string()));
+        t.on(Input::Log);
+        assert_eq!(t.used("openai", None, 60), expected, "exactly once");
+    }
 }

@@ -6,8 +6,8 @@
 
 pub mod openai;
 
-use crate::body::JsonBody;
-use crate::config::Instance;
+use crate::body::{BodyError, JsonBody};
+use crate::config::{Config, Instance};
 use crate::error::ProxyError;
 pub use crate::provider::ApiKind;
 use crate::provider::Wire;
@@ -34,9 +34,16 @@ impl ClientRequest {
         } else {
             return Err(ProxyError::UnknownKind);
         };
+        // A lenient provider would take `1` or `"true"` for true and stream without the
+        // usage the filter asks for: only JSON booleans pass.
+        let stream = match body.raw("stream") {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ProxyError::InvalidField("stream", "true or false")),
+        };
         Ok(ClientRequest {
             kind,
-            stream: kind == ApiKind::Chat && body.raw("stream") == Some("true"),
+            stream: kind == ApiKind::Chat && stream,
             model: body.string("model"),
         })
     }
@@ -48,8 +55,16 @@ pub struct Request<'b> {
     pub client: ClientRequest,
 }
 
-pub fn read_request(body: &[u8]) -> Result<Request<'_>, ProxyError> {
+/// Parses and classifies the client's body. A top-level key that differs only in case from
+/// one the filter reads or sets (`model`, `stream`, `stream_options`, a configured option)
+/// is refused like a duplicate: a provider that matches keys case-insensitively would take
+/// it instead of the filter's value.
+pub fn read_request<'b>(body: &'b [u8], config: &Config) -> Result<Request<'b>, ProxyError> {
     let body = JsonBody::parse(body)?;
+    if let Some((key, owned)) = body.case_clash(&config.owned_keys) {
+        let err = BodyError::CaseVariant(key.to_string(), owned.to_string());
+        return Err(ProxyError::Body(err));
+    }
     let client = ClientRequest::classify(&body)?;
     Ok(Request { body, client })
 }
@@ -85,6 +100,11 @@ pub trait Reader {
     fn rewrites(&self) -> bool;
     /// The usage the answer reported (zero before it is read, or when it reported none).
     fn usage(&self) -> Usage;
+    /// Whether the answer reported usage (yet).
+    fn has_usage(&self) -> bool;
+    /// Characters of answer text seen so far (an estimate's basis when the answer is cut
+    /// before its usage).
+    fn seen_chars(&self) -> u64;
     /// The model the answer reported.
     fn model(&self) -> Option<&str>;
     /// The answer's text, when collected for payload logs.

@@ -4,6 +4,7 @@
 //! when the client did not ask for it, and OpenAI-style errors.
 
 use super::{Answering, ClientRequest, Protocol, Reader, Request, Upstream};
+use crate::body::JsonBody;
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::provider::ApiKind;
@@ -49,6 +50,12 @@ impl Reader for Meter {
     fn usage(&self) -> Usage {
         Meter::usage(self)
     }
+    fn has_usage(&self) -> bool {
+        Meter::has_usage(self)
+    }
+    fn seen_chars(&self) -> u64 {
+        Meter::seen_chars(self)
+    }
     fn model(&self) -> Option<&str> {
         Meter::model(self)
     }
@@ -84,15 +91,18 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
     };
     // A stream reports usage only when asked: ask, keeping the client's (or the
     // configuration's) other stream options, and remember whether the client asked itself.
+    // The client's options are read as raw JSON, never as a `serde_json::Value` (whose
+    // `raw_value` feature reads `{"$serde_json::private::RawValue": "true"}` as `true`).
     let mut usage_edit = None;
     if stream {
-        let base = option("stream_options").or_else(|| body.raw("stream_options"));
-        let mut map: serde_json::Map<String, serde_json::Value> = base
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default();
-        if map.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
-            map.insert("include_usage".into(), serde_json::Value::Bool(true));
-            usage_edit = Some(serde_json::Value::Object(map).to_string());
+        let base = option("stream_options")
+            .or_else(|| body.raw("stream_options"))
+            .filter(|t| *t != "null")
+            .unwrap_or("{}");
+        let options = JsonBody::parse(base.as_bytes())
+            .map_err(|_| ProxyError::InvalidField("stream_options", "an object"))?;
+        if options.raw("include_usage") != Some("true") {
+            usage_edit = options.patch([("include_usage", "true")]);
         }
     }
     let edits = instance
@@ -119,7 +129,6 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::JsonBody;
     use crate::config;
     use serde_json::{json, Value};
 
@@ -131,8 +140,9 @@ mod tests {
     }
 
     fn run(cfg: Value, body: &str) -> Result<(ClientRequest, Upstream<'static>), ProxyError> {
+        let parsed = config::parse(cfg.to_string().as_bytes()).unwrap();
         let inst: &'static Instance = Box::leak(Box::new(instance(cfg)));
-        let req = super::super::read_request(body.as_bytes())?;
+        let req = super::super::read_request(body.as_bytes(), &parsed)?;
         let up = shape(inst, &req)?;
         Ok((req.client, up))
     }
@@ -157,6 +167,18 @@ mod tests {
             (r#"{"messages":"hi"}"#, Err(ProxyError::UnknownKind)),
             (r#"{"input":null}"#, Err(ProxyError::UnknownKind)),
             (r#"{"prompt":"x"}"#, Err(ProxyError::UnknownKind)),
+            (
+                r#"{"messages":[],"stream":1}"#,
+                Err(ProxyError::InvalidField("stream", "true or false")),
+            ),
+            (
+                r#"{"messages":[],"stream":"true"}"#,
+                Err(ProxyError::InvalidField("stream", "true or false")),
+            ),
+            (
+                r#"{"messages":[],"stream":null}"#,
+                Ok((ApiKind::Chat, false)),
+            ),
         ];
         for (body, want) in cases {
             let got = ClientRequest::classify(&JsonBody::parse(body.as_bytes()).unwrap())
@@ -258,10 +280,34 @@ mod tests {
         assert_eq!(v["model"], "m");
         assert!(up.drop_usage_event);
 
+        // A value that only serde_json's raw-value quirk reads as `true` is not `true`.
+        let body = r#"{"messages":[],"stream":true,"stream_options":{"include_usage":{"$serde_json::private::RawValue":"true"}}}"#;
+        let (_, up) = run(json!({"provider": "openai"}), body).unwrap();
+        assert_eq!(sent(&up)["stream_options"], json!({"include_usage": true}));
+        assert!(up.drop_usage_event);
+        // Not an object: refused.
+        let body = r#"{"messages":[],"stream":true,"stream_options":[1]}"#;
+        let err = run(json!({"provider": "openai"}), body).unwrap_err();
+        assert_eq!(err.code(), "invalid_value");
+
         // Not streaming: untouched.
         let (_, up) = run(json!({"provider": "openai"}), r#"{"messages":[]}"#).unwrap();
         assert_eq!(up.body, None);
         assert!(!up.drop_usage_event);
+    }
+
+    #[test]
+    fn keys_the_filter_owns_cannot_be_shadowed_by_case() {
+        let cfg = json!({"provider": "openai", "options": {"model": "m", "max_tokens": 5}});
+        for body in [
+            r#"{"model":"x","MODEL":"client","messages":[]}"#,
+            r#"{"Stream":true,"messages":[]}"#,
+            r#"{"messages":[],"Max_Tokens":9000}"#,
+        ] {
+            let err = run(cfg.clone(), body).unwrap_err();
+            assert_eq!(err.code(), "duplicate_key", "{body}");
+        }
+        assert!(run(cfg, r#"{"messages":[],"Temperature":1}"#).is_ok());
     }
 
     #[test]
