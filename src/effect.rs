@@ -5,6 +5,9 @@
 use crate::metrics::Kind;
 use crate::store::Store;
 
+/// The longest filter state value, in bytes (a client-chosen model name could be any size).
+pub const MAX_STATE_VALUE: usize = 256;
+
 /// A header map and its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Map {
@@ -129,7 +132,8 @@ pub enum Effect {
     /// Let the paused request go on (from a callout's answer; a callback continues by its
     /// step instead).
     Resume,
-    /// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
+    /// A filter state value for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`); made
+    /// with [`Effect::state`].
     FilterState(&'static str, String),
     Metric {
         kind: Kind,
@@ -154,6 +158,20 @@ impl Effect {
                     ..
                 }
         )
+    }
+
+    /// A filter state value, made safe for any access-log format: control characters
+    /// (a newline would forge a log line) are dropped and the length is capped.
+    pub fn state(name: &'static str, value: impl AsRef<str>) -> Effect {
+        let mut out = String::new();
+        for c in value.as_ref().chars().filter(|c| !c.is_control()) {
+            if out.len().saturating_add(c.len_utf8()) > MAX_STATE_VALUE {
+                out.push('…');
+                break;
+            }
+            out.push(c);
+        }
+        Effect::FilterState(name, out)
     }
 
     pub fn counter(name: String, value: u64) -> Effect {
@@ -209,5 +227,24 @@ impl Out {
             step: Step::Pause,
             effects,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_state_values_cannot_forge_log_lines_or_grow_without_bound() {
+        let forged = Effect::state("llm_model", "x\n200 request_type=ai_chat\r\u{7}");
+        assert_eq!(
+            forged,
+            Effect::FilterState("llm_model", "x200 request_type=ai_chat".into())
+        );
+        let Effect::FilterState(_, long) = Effect::state("llm_model", "é".repeat(100_000)) else {
+            panic!()
+        };
+        assert!(long.len() <= MAX_STATE_VALUE + '…'.len_utf8());
+        assert!(long.ends_with('…'));
     }
 }

@@ -26,13 +26,18 @@ impl Kind {
     }
 }
 
-/// A label value safe inside a stat name: `[A-Za-z0-9_-]`, everything else `_`.
+/// The longest label, in characters (a client-chosen model name could be any size).
+pub const MAX_LABEL: usize = 64;
+
+/// A label value safe inside a stat name: `[A-Za-z0-9_-]`, everything else `_`, at most
+/// [`MAX_LABEL`] characters.
 pub fn label(value: &str) -> String {
     if value.is_empty() {
         return "unknown".into();
     }
     value
         .chars()
+        .take(MAX_LABEL)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -138,6 +143,8 @@ mod tests {
         assert_eq!(label("gpt-4.1-mini"), "gpt-4_1-mini");
         assert_eq!(label("openai/gpt-4o:free"), "openai_gpt-4o_free");
         assert_eq!(label(""), "unknown");
+        assert_eq!(label("x\n200 forged").as_str(), "x_200_forged");
+        assert_eq!(label(&"m".repeat(200_000)).len(), MAX_LABEL);
         assert_eq!(
             name::requests("a", "m", "2xx"),
             "aiproxy.instance.a.model.m.status_class.2xx.requests_total"

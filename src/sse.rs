@@ -19,14 +19,42 @@ pub struct Event<'a> {
     pub raw: &'a [u8],
 }
 
-/// The framer. Holds the bytes of the event that has not ended yet.
+/// The longest event the framer holds back to parse. Past it, the event's bytes pass
+/// through unparsed as they come, and framing resumes with the next event: an upstream
+/// that never ends a line cannot make the filter hold its stream in memory.
+pub const MAX_EVENT: usize = 1 << 20;
+
+/// Where scanning stopped: every byte before `pos` has been looked at.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    pos: usize,
+    /// The line being scanned has no bytes yet.
+    line_empty: bool,
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Scan {
+            pos: 0,
+            line_empty: true,
+        }
+    }
+}
+
+/// The framer. Holds the bytes of the event that has not ended yet, and where scanning
+/// them stopped, so no byte is scanned twice.
 #[derive(Debug, Default)]
 pub struct SseFramer {
-    /// Bytes of the unfinished event.
+    /// Bytes of the unfinished event (while skipping: at most a `\r` not yet scanned).
     tail: Vec<u8>,
+    scan: Scan,
     /// The previous chunk ended an event with `\r`: a `\n` first in the next chunk still
     /// belongs to that event (and goes where it went).
     after_cr: Option<Verdict>,
+    /// The current event outgrew [`MAX_EVENT`]: its bytes pass through unparsed.
+    skipping: bool,
+    /// Bytes scanned so far (each once).
+    scanned: u64,
 }
 
 impl SseFramer {
@@ -34,7 +62,7 @@ impl SseFramer {
     /// what to send on now: the kept events, whole. The unfinished tail is held back (no
     /// client can use half an event).
     pub fn push(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(&Event) -> Verdict) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len().saturating_add(self.tail.len()));
+        let mut out = Vec::with_capacity(chunk.len());
         let mut chunk = chunk;
         if let Some(verdict) = self.after_cr.take() {
             if let Some((b'\n', rest)) = chunk.split_first() {
@@ -45,18 +73,27 @@ impl SseFramer {
             }
         }
         let mut buf = std::mem::take(&mut self.tail);
-        let scan_from = buf.len();
         buf.extend_from_slice(chunk);
-
         let mut event_start = 0;
-        let mut pos = event_start_of_scan(&buf, scan_from);
-        while let Some(end) = find_event_end(&buf, &mut pos) {
-            let raw = buf.get(event_start..end).unwrap_or(&[]);
-            let event = Event {
-                data: data_of(raw),
-                raw,
+        loop {
+            let from = self.scan.pos;
+            let found = find_event_end(&buf, &mut self.scan);
+            let scanned = u64::try_from(self.scan.pos.saturating_sub(from)).unwrap_or(0);
+            self.scanned = self.scanned.saturating_add(scanned);
+            let Some(end) = found else {
+                break;
             };
-            let verdict = on_event(&event);
+            let raw = buf.get(event_start..end).unwrap_or(&[]);
+            let verdict = if self.skipping {
+                // Passed on unparsed as it came; only its end is news.
+                self.skipping = false;
+                Verdict::Keep
+            } else {
+                on_event(&Event {
+                    data: data_of(raw),
+                    raw,
+                })
+            };
             if verdict == Verdict::Keep {
                 out.extend_from_slice(raw);
             }
@@ -66,10 +103,16 @@ impl SseFramer {
             }
             event_start = end;
         }
-        self.tail = buf
-            .get(event_start..)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
+        // Past the cap (or already skipping), what was scanned goes out now, unparsed.
+        if self.skipping || buf.len().saturating_sub(event_start) > MAX_EVENT {
+            self.skipping = true;
+            let scanned_to = self.scan.pos.max(event_start);
+            out.extend_from_slice(buf.get(event_start..scanned_to).unwrap_or(&[]));
+            event_start = scanned_to;
+        }
+        buf.drain(..event_start.min(buf.len()));
+        self.scan.pos = self.scan.pos.saturating_sub(event_start);
+        self.tail = buf;
         out
     }
 
@@ -77,7 +120,9 @@ impl SseFramer {
     pub fn finish(&mut self, on_event: &mut dyn FnMut(&Event) -> Verdict) -> Vec<u8> {
         let tail = std::mem::take(&mut self.tail);
         self.after_cr = None;
-        if tail.is_empty() {
+        self.scan = Scan::default();
+        let skipping = std::mem::take(&mut self.skipping);
+        if tail.is_empty() || skipping {
             return tail;
         }
         let event = Event {
@@ -89,52 +134,49 @@ impl SseFramer {
             Verdict::Drop => Vec::new(),
         }
     }
-}
 
-/// Where to resume scanning: a line ending at the old tail's end may pair with new bytes,
-/// so step back to the start of the tail's last line.
-fn event_start_of_scan(buf: &[u8], scan_from: usize) -> usize {
-    let head = buf.get(..scan_from).unwrap_or(&[]);
-    match head.iter().rposition(|&b| b != b'\r' && b != b'\n') {
-        Some(i) => {
-            // Start of the line containing position i.
-            head.get(..i)
-                .and_then(|h| h.iter().rposition(|&b| b == b'\r' || b == b'\n'))
-                .map_or(0, |p| p.saturating_add(1))
-        }
-        None => 0,
+    /// Bytes held back now (an unfinished event).
+    pub fn held(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Bytes scanned so far: each byte of the stream once, however it is chunked.
+    pub fn scanned(&self) -> u64 {
+        self.scanned
     }
 }
 
-/// Finds the end (exclusive) of the next event at or after `pos`: the end of an empty line.
-/// Advances `pos` past it. Line endings are `\r\n`, `\n` or `\r`.
-fn find_event_end(buf: &[u8], pos: &mut usize) -> Option<usize> {
-    let mut line_empty = true;
-    let mut i = *pos;
+/// Finds the end (exclusive) of the next event from where `scan` stopped: the end of an
+/// empty line. Line endings are `\r\n`, `\n` or `\r`. When the buffer runs out, `scan`
+/// keeps where to resume (a `\r` last in the buffer is left for later: a `\n` may follow).
+fn find_event_end(buf: &[u8], scan: &mut Scan) -> Option<usize> {
+    let mut i = scan.pos;
     while let Some(&b) = buf.get(i) {
         match b {
             b'\r' | b'\n' => {
                 let mut end = i.saturating_add(1);
                 if b == b'\r' && buf.get(end) == Some(&b'\n') {
                     end = end.saturating_add(1);
-                } else if b == b'\r' && end == buf.len() && !line_empty {
+                } else if b == b'\r' && end == buf.len() && !scan.line_empty {
                     // `\r` last in the buffer ends a non-empty line; if `\n` follows later it
                     // is that same line ending. Wait for it before deciding.
+                    scan.pos = i;
                     return None;
                 }
-                if line_empty {
-                    *pos = end;
+                if scan.line_empty {
+                    scan.pos = end;
                     return Some(end);
                 }
-                line_empty = true;
+                scan.line_empty = true;
                 i = end;
             }
             _ => {
-                line_empty = false;
+                scan.line_empty = false;
                 i = i.saturating_add(1);
             }
         }
     }
+    scan.pos = i;
     None
 }
 
@@ -285,6 +327,51 @@ mod tests {
                     "cut {cut} of {input:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_scanned_once_and_passes_through_past_the_cap() {
+        let mut f = SseFramer::default();
+        let mut seen = Vec::new();
+        let mut on = |e: &Event| {
+            seen.push(e.data.len());
+            Verdict::Keep
+        };
+        let piece = vec![b'x'; 4096];
+        let mut out = b"data: ".to_vec();
+        let mut input = b"data: ".to_vec();
+        out.clear();
+        out.extend(f.push(b"data: ", &mut on));
+        for _ in 0..(3 * MAX_EVENT / piece.len()) {
+            input.extend_from_slice(&piece);
+            out.extend(f.push(&piece, &mut on));
+            assert!(f.held() <= MAX_EVENT.saturating_add(piece.len()));
+        }
+        assert_eq!(f.scanned(), input.len() as u64, "every byte scanned once");
+        // The oversized event ends; the next one is framed and parsed again.
+        out.extend(f.push(b"\n\ndata: {\"after\":1}\n\n", &mut on));
+        input.extend_from_slice(b"\n\ndata: {\"after\":1}\n\n");
+        out.extend(f.finish(&mut on));
+        assert!(out == input, "every byte passed, in order");
+        assert_eq!(
+            seen,
+            vec![11],
+            "only the event after the oversized one was parsed"
+        );
+    }
+
+    #[test]
+    fn an_oversized_event_passes_whole_at_every_split_near_its_end() {
+        let big = format!("data: {}\r\n\r\ndata: b\n\n", "y".repeat(MAX_EVENT + 10));
+        let bytes = big.as_bytes();
+        for cut in (bytes.len() - 20)..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            let (out, seen) = run(&[a, b], &|_| false);
+            assert!(out == bytes, "cut {cut}");
+            // Held back whole only when it completed within one chunk.
+            assert_eq!(seen.last().map(String::as_str), Some("b"), "cut {cut}");
+            assert!(seen.len() <= 2, "cut {cut}");
         }
     }
 

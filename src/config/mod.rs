@@ -24,6 +24,8 @@ use policy::{compile_balancer, compile_fallback, compile_limits};
 
 /// Default per-attempt upstream timeout (APISIX `timeout`), in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The longest `timeout`: 24 hours (callout timeouts are 32-bit milliseconds in the ABI).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Default limit on the client's request body.
 pub const DEFAULT_MAX_REQ_BODY_SIZE: usize = 64 * 1024 * 1024;
 /// Default request header that carries the chosen cluster to the route.
@@ -214,10 +216,10 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let timeout_ms = raw.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
-    if timeout_ms == 0 {
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(ConfigError::new(
             "timeout",
-            "must be at least 1 (milliseconds)",
+            format!("must be between 1 and {MAX_TIMEOUT_MS} (milliseconds: 24 hours)"),
         ));
     }
     let max_req_body_size = match raw.max_req_body_size {

@@ -131,6 +131,11 @@ fn refusals_name_the_field() {
             "timeout",
         ),
         (
+            "timeout past 32-bit milliseconds",
+            json!({"provider": "openai", "timeout": 4_294_967_297u64}),
+            "timeout",
+        ),
+        (
             "string timeout",
             json!({"provider": "openai", "timeout": "5s"}),
             "timeout",

@@ -67,18 +67,18 @@ impl Answer {
     /// The access-log values known when the request is sent.
     pub fn sent(&self) -> Vec<Effect> {
         let mut out = vec![
-            Effect::FilterState("request_type", self.request_type().into()),
-            Effect::FilterState(
+            Effect::state("request_type", self.request_type()),
+            Effect::state(
                 "request_llm_model",
                 self.client.model.clone().unwrap_or_default(),
             ),
-            Effect::FilterState("llm_model", self.model.clone().unwrap_or_default()),
-            Effect::FilterState("llm_instance", self.instance.clone()),
-            Effect::FilterState("llm_provider", self.provider.into()),
-            Effect::FilterState("llm_attempts", self.attempts.to_string()),
+            Effect::state("llm_model", self.model.clone().unwrap_or_default()),
+            Effect::state("llm_instance", self.instance.clone()),
+            Effect::state("llm_provider", self.provider),
+            Effect::state("llm_attempts", self.attempts.to_string()),
         ];
         if !self.fallback_reason.is_empty() {
-            out.push(Effect::FilterState(
+            out.push(Effect::state(
                 "llm_fallback_reason",
                 self.fallback_reason.clone(),
             ));
@@ -198,17 +198,14 @@ impl Accounting {
             .first_byte_ns
             .map(|t| t.saturating_sub(self.sent_ns) / 1_000_000);
 
-        let mut out = vec![Effect::FilterState("llm_model", model.clone())];
+        let mut out = vec![Effect::state("llm_model", model.clone())];
         if let Some(ttft) = self.ttft_ms {
-            out.push(Effect::FilterState(
-                "llm_time_to_first_token",
-                ttft.to_string(),
-            ));
+            out.push(Effect::state("llm_time_to_first_token", ttft.to_string()));
         }
         out.extend([
-            Effect::FilterState("llm_prompt_tokens", usage.prompt_tokens.to_string()),
-            Effect::FilterState("llm_completion_tokens", usage.completion_tokens.to_string()),
-            Effect::FilterState("llm_total_tokens", usage.total_tokens.to_string()),
+            Effect::state("llm_prompt_tokens", usage.prompt_tokens.to_string()),
+            Effect::state("llm_completion_tokens", usage.completion_tokens.to_string()),
+            Effect::state("llm_total_tokens", usage.total_tokens.to_string()),
         ]);
 
         let instance = metrics::label(&answer.instance);

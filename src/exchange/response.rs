@@ -308,8 +308,8 @@ impl Exchange {
         };
         let attempts = retry.failures.len();
         let mut effects = vec![
-            Effect::FilterState("llm_attempts", attempts.to_string()),
-            Effect::FilterState("llm_fallback_reason", reasons(&retry.failures)),
+            Effect::state("llm_attempts", attempts.to_string()),
+            Effect::state("llm_fallback_reason", reasons(&retry.failures)),
         ];
         let (content_type, last_body) = retry.last.clone();
         let mut out = match fallback::give_up(&retry.failures) {
