@@ -8,6 +8,9 @@ use crate::config::{self, ConfigError};
 use crate::effect::{Effect, Host, Input, Out, Purpose};
 use crate::exchange::Plugin;
 use crate::health::{prober, shared};
+use crate::metrics::{self, name};
+use crate::quota::Ctx;
+use crate::usage::Meter;
 
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
@@ -108,17 +111,121 @@ impl Root {
                 result,
             } => prober.dispatched(index, result, &p.config, &p.scope, host.store()),
             Input::CalloutAnswer { token, body_size } => {
-                // The status and the start of the body are enough to classify a probe.
-                let (headers, body) = host.callout_answer(body_size.min(256));
+                let (headers, body) = host.callout_answer(body_size.min(MAX_PROBE_ANSWER));
                 let status = headers
                     .iter()
                     .find(|(n, _)| n == ":status")
                     .and_then(|(_, v)| v.parse::<u32>().ok())
                     .unwrap_or(0);
-                prober.answer(token, status, &body, &p.config, &p.scope, host.store());
+                let probed = prober.answer(token, status, &body, &p.config, &p.scope, host.store());
+                if let (Some(index), true) = (probed, (200..300).contains(&status)) {
+                    return Out::go(probe_usage(&p, index, &body, host));
+                }
             }
             _ => {}
         }
         Out::go(Vec::new())
+    }
+}
+
+/// How much of a probe's answer is read (enough for a tiny chat completion and its usage).
+const MAX_PROBE_ANSWER: usize = 64 * 1024;
+
+/// A probe that is a chat request costs tokens: they count as the instance's usage, in the
+/// token metrics and its route-level limits.
+fn probe_usage(p: &Plugin, index: usize, body: &[u8], host: &dyn Host) -> Vec<Effect> {
+    let (Some(inst), true) = (
+        p.config.instances.get(index),
+        p.config
+            .instances
+            .get(index)
+            .and_then(|i| i.active_check.as_ref())
+            .is_some_and(|c| c.body.is_some()),
+    ) else {
+        return Vec::new();
+    };
+    let mut meter = Meter::json(false);
+    meter.push(body);
+    meter.finish();
+    let usage = meter.usage();
+    let instance = metrics::label(&inst.name);
+    let model = p.model_label(meter.model().unwrap_or("probe"));
+    let mut out: Vec<Effect> = [("input", usage.prompt_tokens), ("output", usage.completion_tokens)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| Effect::counter(name::tokens(&instance, &model, kind), n))
+        .collect();
+    if let Some(q) = p.quota.as_ref() {
+        let ctx = Ctx {
+            config: &p.config,
+            scope: &p.scope,
+            consumer: None,
+        };
+        out.extend(q.settle(&ctx, index, &usage, host));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::local;
+    use crate::testing::FakeHost;
+
+    const CONFIG: &str = r#"{"instances":[
+        {"name":"a","provider":"openai-compatible",
+         "override":{"endpoint":"http://a.internal/v1/chat/completions"},
+         "auth":{"query":{"key":"s3cr t"}},
+         "checks":{"active":{"http_path":"/v1/chat/completions?probe=1","http_method":"POST",
+                             "http_req_body":{"model":"m","max_tokens":1,
+                                              "messages":[{"role":"user","content":"hi"}]}}}},
+        {"name":"b","provider":"openai"}],
+        "rate_limiting":{"limit":1000,"time_window":60}}"#;
+
+    #[test]
+    fn probes_carry_the_auth_query_and_their_tokens_count() {
+        let host = FakeHost::at_ms(1_700_000_000_000);
+        let mut root = Root::new("me".into());
+        let effects = root.configure(CONFIG.as_bytes(), b"p", &host).unwrap();
+        assert_eq!(effects, vec![Effect::TickPeriod(prober::TICK_MS)]);
+        let out = Out::go(root.tick(&host));
+        host.run(out, |i| root.on(i, &host));
+        let calls = host.callouts.borrow().clone();
+        assert_eq!(calls.len(), 1);
+        let (token, call) = &calls[0];
+        let header = |n: &str| call.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(header(":method"), Some("POST"));
+        assert_eq!(header(":path"), Some("/v1/chat/completions?probe=1&key=s3cr%20t"));
+        assert_eq!(header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["max_tokens"], 1);
+
+        let answer = br#"{"model":"m-1","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":1,"total_tokens":9}}"#;
+        host.set_callout_answer(&[(":status", "200")], answer);
+        let out = root.on(
+            Input::CalloutAnswer {
+                token: *token,
+                body_size: answer.len(),
+            },
+            &host,
+        );
+        host.run(out, |i| root.on(i, &host));
+        assert_eq!(
+            host.counter("aiproxy.instance.a.model.m-1.token_type.input.tokens_total"),
+            8
+        );
+        let scope = &root.plugin().unwrap().scope.clone();
+        let key = local::counter_key(scope, "a", None);
+        assert_eq!(local::read(&host.store, &key, 1_700_000_000, 60).used, 9);
+        // A probe answer nobody is waiting for is not counted again.
+        let out = root.on(
+            Input::CalloutAnswer {
+                token: *token,
+                body_size: answer.len(),
+            },
+            &host,
+        );
+        host.run(out, |i| root.on(i, &host));
+        assert_eq!(local::read(&host.store, &key, 1_700_000_000, 60).used, 9);
     }
 }

@@ -3,7 +3,10 @@
 
 use super::instance::{check_token, valid_header_value};
 use super::{raw, ConfigError};
+use serde_json::Value;
+
 use crate::health::{Active, Passive};
+use crate::provider::with_query;
 
 /// Seconds (fractions allowed) as milliseconds; `zero_ok` allows 0.
 fn secs_ms(field: &str, secs: f64, zero_ok: bool) -> Result<u64, ConfigError> {
@@ -46,6 +49,7 @@ pub(super) fn compile_active(
     at: &str,
     raw: raw::RawActive,
     auth_headers: &[(String, String)],
+    auth_query: &[(String, String)],
 ) -> Result<Active, ConfigError> {
     let f = |x: &str| format!("{at}.{x}");
     for (field, present, why) in [
@@ -89,6 +93,26 @@ pub(super) fn compile_active(
             "must be a path starting with /",
         ));
     }
+    // As APISIX does: the instance's auth query goes on the probe too.
+    let path = with_query(&path, auth_query);
+    let method = raw.http_method.unwrap_or_else(|| "GET".into());
+    if !["GET", "POST", "HEAD", "PUT", "OPTIONS"].contains(&method.as_str()) {
+        return Err(ConfigError::new(
+            f("http_method"),
+            "must be GET, POST, HEAD, PUT or OPTIONS",
+        ));
+    }
+    let body = match raw.http_req_body {
+        None => None,
+        Some(Value::String(s)) => Some(s.into_bytes()),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.to_string().into_bytes()),
+        Some(_) => {
+            return Err(ConfigError::new(
+                f("http_req_body"),
+                "must be a string or a JSON object",
+            ))
+        }
+    };
     if let Some(h) = &raw.host {
         if h.is_empty() || !valid_header_value(h) || h.contains(' ') {
             return Err(ConfigError::new(f("host"), "must be a host name"));
@@ -114,7 +138,9 @@ pub(super) fn compile_active(
     Ok(Active {
         tcp,
         timeout_ms: secs_ms(&f("timeout"), raw.timeout.unwrap_or(1.0), false)?,
+        method,
         path,
+        body,
         host: raw.host,
         headers,
         healthy_interval_ms: secs_ms(

@@ -182,7 +182,12 @@ pub(super) fn compile_instance(
         None => (None, None),
         Some(c) => {
             let active = match c.active {
-                Some(a) => Some(compile_active(&at("checks.active"), a, &auth_headers)?),
+                Some(a) => Some(compile_active(
+                    &at("checks.active"),
+                    a,
+                    &auth_headers,
+                    &auth_query,
+                )?),
                 None => None,
             };
             let passive = match c.passive {

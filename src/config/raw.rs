@@ -86,6 +86,10 @@ pub struct RawActive {
     pub http_path: Option<String>,
     pub host: Option<String>,
     pub req_headers: Option<Vec<String>>,
+    /// Probe method (default GET) and body: a provider has no health endpoint, so a probe
+    /// is often a tiny chat request.
+    pub http_method: Option<String>,
+    pub http_req_body: Option<Value>,
     pub healthy: Option<RawHealthy>,
     pub unhealthy: Option<RawUnhealthy>,
     // APISIX fields that Envoy's cluster decides: refused with a pointer.

@@ -21,7 +21,11 @@ pub struct Active {
     /// `tcp`: any HTTP answer counts as reachable.
     pub tcp: bool,
     pub timeout_ms: u64,
+    pub method: String,
+    /// The probe's path, with the instance's `auth.query` appended.
     pub path: String,
+    /// The probe's body (a chat request, say), sent as JSON.
+    pub body: Option<Vec<u8>>,
     pub host: Option<String>,
     pub headers: Vec<(String, String)>,
     /// Probe period while healthy / unhealthy; 0: do not probe in that state.
@@ -262,7 +266,9 @@ mod tests {
         Active {
             tcp,
             timeout_ms: 1000,
+            method: "GET".into(),
             path: "/".into(),
+            body: None,
             host: None,
             headers: vec![],
             healthy_interval_ms: 1000,

@@ -102,16 +102,22 @@ impl Prober {
             }
             let authority = check.host.as_deref().unwrap_or(&inst.target.authority);
             let mut headers = vec![
-                (":method".to_string(), "GET".to_string()),
+                (":method".to_string(), check.method.clone()),
                 (":path".to_string(), check.path.clone()),
                 (":authority".to_string(), authority.to_string()),
             ];
             headers.extend(check.headers.iter().cloned());
+            if let Some(body) = &check.body {
+                if !headers.iter().any(|(n, _)| n == "content-type") {
+                    headers.push(("content-type".into(), "application/json".into()));
+                }
+                headers.push(("content-length".into(), body.len().to_string()));
+            }
             out.push(Effect::Dispatch(Callout {
                 purpose: Purpose::Probe(index),
                 cluster: inst.cluster.clone(),
                 headers,
-                body: None,
+                body: check.body.clone(),
                 timeout_ms: check.timeout_ms,
                 grpc: None,
             }));
@@ -139,7 +145,7 @@ impl Prober {
         }
     }
 
-    /// A probe's answer.
+    /// A probe's answer; the instance it probed, when this prober sent it.
     pub fn answer(
         &mut self,
         token: u32,
@@ -148,13 +154,12 @@ impl Prober {
         config: &Config,
         scope: &str,
         store: &dyn Store,
-    ) {
-        let Some(at) = self.in_flight.iter().position(|(t, _)| *t == token) else {
-            return;
-        };
+    ) -> Option<usize> {
+        let at = self.in_flight.iter().position(|(t, _)| *t == token)?;
         let (_, index) = self.in_flight.swap_remove(at);
         let cause = outcome::of_callout(status, body);
         shared::record_probe(config, scope, store, index, cause.health());
+        Some(index)
     }
 }
 

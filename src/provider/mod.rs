@@ -207,6 +207,18 @@ pub fn target(
     }
 }
 
+/// `path` with `pairs` appended to its query (`?` or `&`), values percent-encoded.
+pub(crate) fn with_query(path: &str, pairs: &[(String, String)]) -> String {
+    let mut out = path.to_string();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        out.push(if i == 0 && !path.contains('?') { '?' } else { '&' });
+        out.push_str(name);
+        out.push('=');
+        percent_encode_into(value, &mut out);
+    }
+    out
+}
+
 fn push_query_sep(query: &mut String) {
     if !query.is_empty() {
         query.push('&');
@@ -308,6 +320,14 @@ mod tests {
         let want = "/custom/path?api-version=1&key=s3cr%26t&k2=v";
         assert_eq!(t.path(ApiKind::Chat), Some(want));
         assert_eq!(t.path(ApiKind::Embeddings), Some(want));
+    }
+
+    #[test]
+    fn queries_append_to_paths() {
+        let pairs = q(&[("key", "a b&c")]);
+        assert_eq!(with_query("/health", &pairs), "/health?key=a%20b%26c");
+        assert_eq!(with_query("/h?x=1", &pairs), "/h?x=1&key=a%20b%26c");
+        assert_eq!(with_query("/h", &[]), "/h");
     }
 
     #[test]
