@@ -32,6 +32,8 @@ pub trait Host {
     fn grpc_answer(&self, size: usize) -> Vec<u8>;
     /// An Envoy attribute (`response.code_details`, `source.address`, `request.id`, ...).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// An environment variable of the VM (`vm_config.environment_variables`).
+    fn env(&self, name: &str) -> Option<String>;
 }
 
 /// What a proxy-wasm callback hands the core.

@@ -30,6 +30,8 @@ pub enum ProxyError {
         message: String,
         retry_after: u64,
     },
+    /// `require_consumer` is on and no authenticating filter named a consumer.
+    ConsumerRequired,
     /// The rate limit service could not say, and the configuration refuses then.
     QuotaUnavailable,
     /// Envoy answered for the upstream: timeout, refused connection, no healthy host.
@@ -51,6 +53,7 @@ impl ProxyError {
             | ProxyError::InvalidField(..)
             | ProxyError::UnknownKind
             | ProxyError::KindNotOffered { .. } => 400,
+            ProxyError::ConsumerRequired => 401,
             ProxyError::UpstreamTimeout => 504,
             ProxyError::UpstreamUnavailable(_)
             | ProxyError::NoInstanceAvailable
@@ -62,8 +65,10 @@ impl ProxyError {
 
     /// OpenAI's `error.type`.
     fn kind(&self) -> &'static str {
-        if matches!(self, ProxyError::RateLimited { .. }) {
-            return "rate_limit_error";
+        match self {
+            ProxyError::RateLimited { .. } => return "rate_limit_error",
+            ProxyError::ConsumerRequired => return "authentication_error",
+            _ => {}
         }
         match self.status() {
             400..=499 => "invalid_request_error",
@@ -89,6 +94,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::NoInstanceAvailable => "no_instance_available",
             ProxyError::QuotaUnavailable => "rate_limit_service_unavailable",
+            ProxyError::ConsumerRequired => "consumer_required",
             ProxyError::NotConfigured => "not_configured",
             ProxyError::Internal(_) => "internal_error",
             ProxyError::RateLimited { .. } => "rate_limit_exceeded",
@@ -122,6 +128,9 @@ impl ProxyError {
                 format!("the LLM provider could not be reached ({why})")
             }
             ProxyError::NotConfigured => "the AI proxy filter has no valid configuration".into(),
+            ProxyError::ConsumerRequired => {
+                "this gateway needs an authenticated consumer: send your gateway API key".into()
+            }
             ProxyError::QuotaUnavailable => {
                 "the rate limit service could not be reached; try again".into()
             }

@@ -41,7 +41,8 @@ impl Root {
         plugin_name: &[u8],
         host: &dyn Host,
     ) -> Result<Vec<Effect>, ConfigError> {
-        let config = config::parse(raw)?;
+        let env = |name: &str| host.env(name);
+        let config = config::parse_with(raw, config::Secrets::From(&env))?;
         log::info!(
             "envoy-ai-proxy: configured with {} instance(s)",
             config.instances.len()
@@ -150,11 +151,14 @@ fn probe_usage(p: &Plugin, index: usize, body: &[u8], host: &dyn Host) -> Vec<Ef
     let usage = meter.usage();
     let instance = metrics::label(&inst.name);
     let model = p.model_label(meter.model().unwrap_or("probe"));
-    let mut out: Vec<Effect> = [("input", usage.prompt_tokens), ("output", usage.completion_tokens)]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(kind, n)| Effect::counter(name::tokens(&instance, &model, kind), n))
-        .collect();
+    let mut out: Vec<Effect> = [
+        ("input", usage.prompt_tokens),
+        ("output", usage.completion_tokens),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(kind, n)| Effect::counter(name::tokens(&instance, &model, kind), n))
+    .collect();
     if let Some(q) = p.quota.as_ref() {
         let ctx = Ctx {
             config: &p.config,
@@ -193,11 +197,20 @@ mod tests {
         let calls = host.callouts.borrow().clone();
         assert_eq!(calls.len(), 1);
         let (token, call) = &calls[0];
-        let header = |n: &str| call.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let header = |n: &str| {
+            call.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(header(":method"), Some("POST"));
-        assert_eq!(header(":path"), Some("/v1/chat/completions?probe=1&key=s3cr%20t"));
+        assert_eq!(
+            header(":path"),
+            Some("/v1/chat/completions?probe=1&key=s3cr%20t")
+        );
         assert_eq!(header("content-type"), Some("application/json"));
-        let body: serde_json::Value = serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["max_tokens"], 1);
 
         let answer = br#"{"model":"m-1","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":1,"total_tokens":9}}"#;
@@ -227,5 +240,30 @@ mod tests {
         );
         host.run(out, |i| root.on(i, &host));
         assert_eq!(local::read(&host.store, &key, 1_700_000_000, 60).used, 9);
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use crate::testing::FakeHost;
+
+    #[test]
+    fn keys_come_from_the_vm_environment() {
+        let host = FakeHost::default();
+        let cfg = br#"{"provider":"openai","auth":{"header":{"Authorization":"Bearer $env://OPENAI_API_KEY"}}}"#;
+        let mut root = Root::new("me".into());
+        let err = root.configure(cfg, b"p", &host).unwrap_err();
+        assert!(err.message.contains("OPENAI_API_KEY"));
+        assert!(root.plugin().is_none(), "refused");
+        host.env
+            .borrow_mut()
+            .insert("OPENAI_API_KEY".into(), "sk-from-env".into());
+        root.configure(cfg, b"p", &host).unwrap();
+        let p = root.plugin().unwrap();
+        assert_eq!(
+            p.config.instances[0].auth_headers[0].1,
+            "Bearer sk-from-env"
+        );
     }
 }

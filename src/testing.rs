@@ -26,6 +26,7 @@ pub struct FakeHost {
     /// The paused request was resumed.
     pub resumed: Cell<bool>,
     pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub env: RefCell<HashMap<String, String>>,
     /// What the host did.
     pub replies: RefCell<Vec<LocalReply>>,
     pub callouts: RefCell<Vec<(u32, Callout)>>,
@@ -66,6 +67,9 @@ impl Host for FakeHost {
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.properties.borrow().get(&path.join(".")).cloned()
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        self.env.borrow().get(name).cloned()
     }
 }
 

@@ -5,6 +5,7 @@ mod checks;
 mod instance;
 mod policy;
 mod raw;
+mod secrets;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use crate::provider::{Provider, Target};
 use crate::ratelimit::{Limit, Strategy};
 
 pub use raw::RawConfig;
+pub use secrets::{references, Secrets};
 
 use instance::{
     check_token, compile_instance, compile_instances, header_name_field, InstanceParts,
@@ -27,7 +29,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// The longest `timeout`: 24 hours (callout timeouts are 32-bit milliseconds in the ABI).
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Default limit on the client's request body.
-pub const DEFAULT_MAX_REQ_BODY_SIZE: usize = 64 * 1024 * 1024;
+/// (16 MiB: the shipped bootstraps' Envoy buffer limit is twice that, so an oversized body,
+/// chunked or not, gets the filter's JSON 413 rather than Envoy's plain-text one.)
+pub const DEFAULT_MAX_REQ_BODY_SIZE: usize = 16 * 1024 * 1024;
 /// Default request header that carries the chosen cluster to the route.
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-ai-proxy-cluster";
 /// Default request header that carries the consumer name (set by an auth filter).
@@ -62,6 +66,8 @@ pub struct Config {
     pub cluster_header: String,
     /// Lower-cased name of the header that carries the consumer name.
     pub consumer_header: String,
+    /// Refuse requests without a consumer (an authenticating filter must have named one).
+    pub require_consumer: bool,
     pub logging: Logging,
     pub rate_limits: RateLimits,
     /// Top-level body keys the filter reads or sets: `model`, `stream`, `stream_options`
@@ -159,8 +165,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parses and validates the plugin configuration (JSON bytes).
+/// Parses and validates the plugin configuration (JSON bytes), leaving `$env://`
+/// references as written (for tools; the filter resolves them, see [`parse_with`]).
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_with(bytes, Secrets::Keep)
+}
+
+/// Parses and validates the plugin configuration, resolving `$env://` references.
+pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ConfigError::new("", "the configuration is not valid UTF-8"))?;
     if text.trim().is_empty() {
@@ -170,7 +182,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         ));
     }
     let de = &mut serde_json::Deserializer::from_str(text);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let mut message = redact(&e.inner().to_string());
         // The position helps with a syntax error; once the field is named it is noise.
@@ -181,6 +193,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         }
         ConfigError::new(path, message)
     })?;
+    secrets::resolve_all(&mut raw, secrets)?;
     compile(raw)
 }
 
@@ -384,6 +397,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         max_req_body_size,
         cluster_header,
         consumer_header,
+        require_consumer: raw.require_consumer.unwrap_or(false),
         logging: raw
             .logging
             .map(|l| Logging {

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub max_retries: Option<u32>,
     pub retry_on_failure_within_ms: Option<u64>,
     pub consumer_header: Option<String>,
+    pub require_consumer: Option<bool>,
     pub logging: Option<RawLogging>,
     pub rate_limiting: Option<RawRateLimiting>,
     pub consumers: Option<Vec<RawConsumer>>,

@@ -13,7 +13,7 @@ fn parse_json(v: serde_json::Value) -> Result<Config, ConfigError> {
 fn minimal_single_provider_gets_defaults() {
     let c = parse_json(json!({"provider": "openai"})).unwrap();
     assert_eq!(c.timeout_ms, 30_000);
-    assert_eq!(c.max_req_body_size, 64 * 1024 * 1024);
+    assert_eq!(c.max_req_body_size, 16 * 1024 * 1024);
     assert_eq!(c.cluster_header, "x-ai-proxy-cluster");
     assert_eq!(c.instances.len(), 1);
     let i = &c.instances[0];

@@ -180,6 +180,8 @@ pub struct Exchange {
     consumer: Option<String>,
     /// The client sent the body chunked (no content-length).
     chunked: bool,
+    /// The path the client called (the upstream's may differ, and carry a key).
+    client_path: String,
     /// Client headers as sent, when a fallback may need them.
     client_headers: Vec<(String, String)>,
     retry: Option<Retry>,
@@ -199,6 +201,7 @@ impl Exchange {
             hash: 0,
             consumer: None,
             chunked: false,
+            client_path: String::new(),
             client_headers: Vec::new(),
             retry: None,
             admission: None,

@@ -137,7 +137,11 @@ impl Exchange {
             self.hash = hash_bytes(key.as_bytes());
         }
         let consumer = get(&config.consumer_header).filter(|c| !c.is_empty());
+        if config.require_consumer && consumer.is_none() {
+            return self.reply(Some(plugin), &ProxyError::ConsumerRequired);
+        }
         self.acct.consumer = consumer.map(str::to_string);
+        self.client_path = get(":path").unwrap_or("").to_string();
         if !config.rate_limits.consumers.is_empty() {
             self.consumer = self.acct.consumer.clone();
         }
@@ -223,6 +227,16 @@ impl Exchange {
             up.cluster
         );
         let mut effects = request_edits(config, &up, body_len, self.chunked);
+        // Access logs show the path the client called, never the rewritten one (it may carry
+        // an `auth.query` key): Envoy's default format logs this header when present.
+        if up.path != self.client_path {
+            effects.push(Effect::SetHeader(
+                Map::Request,
+                "x-envoy-original-path".into(),
+                self.client_path.clone(),
+            ));
+        }
+        effects.push(Effect::state("llm_client_path", &self.client_path));
         let len = u64::try_from(body_len).unwrap_or(u64::MAX);
         self.acct.prompt_estimate = len.div_ceil(account::CHARS_PER_TOKEN);
         let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());

@@ -851,3 +851,48 @@ fn a_cut_stream_is_charged_what_was_read_or_an_estimate() {
         assert_eq!(t.used("openai", None, 60), expected, "exactly once");
     }
 }
+
+#[test]
+fn the_access_log_sees_the_clients_path_never_the_rewritten_one() {
+    let mut t = T::new(json!({"provider": "openai-compatible",
+        "override": {"endpoint": "http://p.internal/v1/chat/completions"},
+        "auth": {"query": {"key": "sk-in-query"}}}));
+    t.request(&chat());
+    assert_eq!(
+        t.sent(":path").as_deref(),
+        Some("/v1/chat/completions?key=sk-in-query")
+    );
+    assert_eq!(
+        t.sent("x-envoy-original-path").as_deref(),
+        Some("/v1/chat/completions")
+    );
+    assert_eq!(
+        t.host.state("llm_client_path").as_deref(),
+        Some("/v1/chat/completions")
+    );
+}
+
+#[test]
+fn require_consumer_refuses_requests_no_authenticating_filter_named() {
+    let mut t = T::new(json!({"provider": "openai", "require_consumer": true}));
+    t.request(&chat());
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "consumer_required");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    t.next();
+    let bytes = chat().to_string();
+    t.host.set_request(
+        &[(":method", "POST"), ("x-consumer", "john")],
+        bytes.as_bytes(),
+    );
+    t.on(Input::RequestHeaders {
+        end_of_stream: false,
+    });
+    t.on(Input::RequestBody {
+        size: bytes.len(),
+        end_of_stream: true,
+    });
+    assert!(t.host.replies.borrow().is_empty());
+    assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("openai"));
+}

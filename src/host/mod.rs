@@ -85,6 +85,10 @@ impl Host for Env {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path).ok().flatten()
     }
+    fn env(&self, name: &str) -> Option<String> {
+        // WASI's environment: what vm_config.environment_variables gives the VM.
+        std::env::var(name).ok()
+    }
 }
 
 fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {

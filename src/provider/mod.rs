@@ -211,7 +211,11 @@ pub fn target(
 pub(crate) fn with_query(path: &str, pairs: &[(String, String)]) -> String {
     let mut out = path.to_string();
     for (i, (name, value)) in pairs.iter().enumerate() {
-        out.push(if i == 0 && !path.contains('?') { '?' } else { '&' });
+        out.push(if i == 0 && !path.contains('?') {
+            '?'
+        } else {
+            '&'
+        });
         out.push_str(name);
         out.push('=');
         percent_encode_into(value, &mut out);
