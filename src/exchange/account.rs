@@ -76,6 +76,8 @@ impl Answer {
             Effect::state("llm_instance", self.instance.clone()),
             Effect::state("llm_provider", self.provider),
             Effect::state("llm_attempts", self.attempts.to_string()),
+            Effect::state("llm_api", self.client.kind.api()),
+            Effect::state("llm_error_code", "-"),
         ];
         if !self.fallback_reason.is_empty() {
             out.push(Effect::state(

@@ -290,7 +290,10 @@ impl Exchange {
             }
         }
         let body = protocol::of(Wire::OpenAi).error_body(err);
-        self.send(err.status(), headers, body)
+        let mut out = self.send(err.status(), headers, body);
+        out.effects
+            .insert(0, Effect::state("llm_error_code", err.code()));
+        out
     }
 
     fn send(&mut self, status: u32, headers: Vec<(String, String)>, body: Vec<u8>) -> Out {

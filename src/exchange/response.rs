@@ -84,6 +84,9 @@ impl Exchange {
     /// Envoy answered for the upstream, rewritten as an error the client can read.
     fn pass(&mut self, plugin: &Plugin, held: Held, host: &dyn Host) -> Out {
         let mut effects = Vec::new();
+        if held.status >= 400 || held.cause != Cause::Answered(held.status) {
+            effects.push(Effect::state("llm_error_code", held.cause.reason()));
+        }
         if let Some(err) = held.cause.local_reply() {
             // No tokens to read: the body is replaced.
             self.acct.status = held.status;
@@ -297,12 +300,12 @@ impl Exchange {
         if let Some(held) = self.retry.as_mut().and_then(|r| r.held.take()) {
             return self.pass(plugin, held, host);
         }
-        self.give_up()
+        self.give_up(plugin)
     }
 
     /// Every attempt failed and no other may be made: 429 if all said 429, else 502 with
     /// the last answer.
-    fn give_up(&mut self) -> Out {
+    fn give_up(&mut self, plugin: &Plugin) -> Out {
         let Some(retry) = self.retry.as_ref() else {
             return Out::go(Vec::new());
         };
@@ -311,6 +314,16 @@ impl Exchange {
             Effect::state("llm_attempts", attempts.to_string()),
             Effect::state("llm_fallback_reason", reasons(&retry.failures)),
         ];
+        if let Some(last) = retry.failures.last() {
+            // Every attempt failed: the access log names the last instance tried, and why.
+            let name = plugin
+                .config
+                .instances
+                .get(last.instance)
+                .map_or("", |i| &i.name);
+            effects.push(Effect::state("llm_instance", name));
+            effects.push(Effect::state("llm_error_code", &last.reason));
+        }
         let (content_type, last_body) = retry.last.clone();
         let mut out = match fallback::give_up(&retry.failures) {
             GiveUp::AllRateLimited { retry_after } => {

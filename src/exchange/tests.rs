@@ -218,6 +218,8 @@ fn one_provider_forwards_shaped_and_accounts_for_the_answer() {
     assert!(t.host.replies.borrow().is_empty());
     t.on(Input::Log);
     for (k, v) in [
+        ("llm_api", "chat"),
+        ("llm_error_code", "-"),
         ("request_type", "ai_chat"),
         ("request_llm_model", "client-model"),
         ("llm_model", "served-model"),
@@ -321,6 +323,7 @@ fn every_instance_429_gives_429_with_the_largest_retry_after() {
         t.host.state("llm_fallback_reason").as_deref(),
         Some("http_429,http_429,http_429")
     );
+    assert_eq!(t.host.state("llm_instance").as_deref(), Some("c"));
 }
 
 #[test]
@@ -336,6 +339,12 @@ fn all_failed_gives_502_with_the_last_answer() {
         headers,
         vec![("content-type".to_string(), "text/plain".to_string())]
     );
+    assert_eq!(
+        t.host.state("llm_instance").as_deref(),
+        Some("b"),
+        "the last tried"
+    );
+    assert_eq!(t.host.state("llm_error_code").as_deref(), Some("http_503"));
 }
 
 #[test]
@@ -587,6 +596,10 @@ fn bad_requests_get_openai_errors_before_any_pick() {
     let mut t = T::new(json!({"provider": "openai"}));
     t.request(&json!({"prompt": "x"}));
     assert_eq!(t.reply().1["error"]["code"], "unknown_request_kind");
+    assert_eq!(
+        t.host.state("llm_error_code").as_deref(),
+        Some("unknown_request_kind")
+    );
     t.on(Input::Log);
     let n = "aiproxy.instance.none.model.none.status_class.4xx.requests_total";
     assert_eq!(t.host.counter(n), 1);

@@ -18,6 +18,14 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
         }
     }
+
+    /// The API's name in the access log (`llm_api`).
+    pub fn api(self) -> &'static str {
+        match self {
+            ApiKind::Chat => "chat",
+            ApiKind::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// The wire protocol a provider speaks (see `crate::protocol`).
