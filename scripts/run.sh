@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the filter and starts Envoy with it on http://127.0.0.1:10000, in front of the
-# bundled mock provider (offline), or in front of OpenAI when OPENAI_API_KEY is set.
+# bundled mock provider (offline: envoy/demo.yaml), or in front of OpenAI when
+# OPENAI_API_KEY is set (envoy/openai.yaml: the key stays in Envoy's environment).
 # Before starting anything it checks that every port it needs is free (and says which is
 # not); the "try it" lines come once Envoy is ready; if the mock or Envoy stops, everything
 # stops.
@@ -53,7 +54,7 @@ check_ports || exit 1
 ensure_rust
 ensure_envoy
 if [ "${AI_PROXY_SKIP_BUILD:-}" = 1 ]; then
-    for f in "$WASM" "$ROOT/target/debug/mock-llm" "$ROOT/target/debug/demo-bootstrap"; do
+    for f in "$WASM" "$ROOT/target/debug/mock-llm"; do
         [ -f "$f" ] || {
             echo "AI_PROXY_SKIP_BUILD=1 but $f is missing: run scripts/run.sh once without it" >&2
             exit 1
@@ -61,8 +62,8 @@ if [ "${AI_PROXY_SKIP_BUILD:-}" = 1 ]; then
     done
 else
     build_wasm
-    say "building the mock provider and the bootstrap renderer"
-    cargo build --locked -q -p integration --bins
+    say "building the mock provider"
+    cargo build --locked -q -p integration --bin mock-llm
 fi
 # The build may have taken minutes: check again right before starting.
 check_ports || exit 1
@@ -111,11 +112,19 @@ if [ -z "${OPENAI_API_KEY:-}" ]; then
     names+=("the mock provider (port $MOCK)")
     wait_for "the mock provider" "port_open $MOCK"
 fi
-# The bootstrap may hold the API key: it is written owner-only, and the key never goes on
-# a command line.
-"$ROOT/target/debug/demo-bootstrap" "$RUN_DIR/demo.yaml"
+# The shipped bootstrap as it is, or a copy with the ports asked for. It holds no key: with
+# OPENAI_API_KEY, Envoy passes it from its environment to the filter (host_env_keys).
+BOOTSTRAP="envoy/demo.yaml"
+[ -n "${OPENAI_API_KEY:-}" ] && BOOTSTRAP="envoy/openai.yaml"
+if [ "$LISTEN:$ADMIN:$MOCK" != "10000:9901:8081" ]; then
+    sed -e "s/port_value: 10000/port_value: $LISTEN/" -e "s/port_value: 9901/port_value: $ADMIN/" \
+        -e "s/port_value: 8081/port_value: $MOCK/" "$BOOTSTRAP" > "$RUN_DIR/bootstrap.yaml"
+    BOOTSTRAP="$RUN_DIR/bootstrap.yaml"
+fi
 
-"$ENVOY" -c "$RUN_DIR/demo.yaml" --concurrency "${ENVOY_CONCURRENCY:-2}" --disable-hot-restart \
+# Access-log lines are written at once (Envoy's default flush interval is 10 s).
+"$ENVOY" -c "$BOOTSTRAP" --concurrency "${ENVOY_CONCURRENCY:-2}" --disable-hot-restart \
+    --file-flush-interval-msec 100 \
     --log-level "${ENVOY_LOG_LEVEL:-info}" --component-log-level "wasm:info" &
 pids+=($!)
 names+=("Envoy")

@@ -76,6 +76,40 @@ impl Default for Options {
     }
 }
 
+/// Every value the filter sets for access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
+pub const FILTER_STATE: &[&str] = &[
+    "request_type",
+    "llm_api",
+    "llm_client_path",
+    "request_llm_model",
+    "llm_model",
+    "llm_instance",
+    "llm_provider",
+    "llm_attempts",
+    "llm_fallback_reason",
+    "llm_error_code",
+    "llm_time_to_first_token",
+    "llm_prompt_tokens",
+    "llm_completion_tokens",
+    "llm_total_tokens",
+];
+
+/// Envoy's buffer for a request body the filter reads: twice the filter's default
+/// `max_req_body_size`, so the filter's own (JSON) 413 is the one clients see.
+pub const BUFFER_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// The Wasm VM: V8, the module, and the environment variables the plugin configuration's
+/// `$env://` references need (copied from Envoy's environment: no key in the bootstrap).
+pub fn vm_config(plugin_config: &Value, wasm: &str) -> Value {
+    let mut vm = json!({"vm_id": "ai_proxy", "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm}}});
+    let keys = envoy_ai_proxy::config::references(&plugin_config.to_string());
+    if !keys.is_empty() {
+        vm["environment_variables"] = json!({"host_env_keys": keys});
+    }
+    vm
+}
+
 /// The filter's values for the access log (every `%FILTER_STATE(wasm.<name>:PLAIN)%`).
 fn access_log_format() -> Value {
     let mut f = serde_json::Map::new();
@@ -89,19 +123,7 @@ fn access_log_format() -> Value {
     ] {
         f.insert(k.into(), v.into());
     }
-    for name in [
-        "request_type",
-        "request_llm_model",
-        "llm_model",
-        "llm_instance",
-        "llm_provider",
-        "llm_attempts",
-        "llm_fallback_reason",
-        "llm_time_to_first_token",
-        "llm_prompt_tokens",
-        "llm_completion_tokens",
-        "llm_total_tokens",
-    ] {
+    for &name in FILTER_STATE {
         f.insert(
             name.into(),
             format!("%FILTER_STATE(wasm.{name}:PLAIN)%").into(),
@@ -180,8 +202,7 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
                 "name": "ai_proxy",
                 "root_id": "ai_proxy",
                 "allow_on_headers_stop_iteration": true,
-                "vm_config": {"vm_id": "ai_proxy", "runtime": "envoy.wasm.runtime.v8",
-                              "code": {"local": {"filename": opts.wasm}}},
+                "vm_config": vm_config(plugin_config, &opts.wasm),
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": format!("{}\n", serde_json::to_string_pretty(plugin_config)?)
@@ -236,7 +257,7 @@ pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String>
             "listeners": [{
                 "name": "ai_gateway",
                 "address": {"socket_address": {"address": opts.listen_address, "port_value": opts.listen_port}},
-                "per_connection_buffer_limit_bytes": 67_108_864,
+                "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm

@@ -46,8 +46,31 @@ pub fn wasm_path() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// Renders a bootstrap template of `envoy/`: each `{{KEY}}` becomes its value, inserted as
-/// given (quote strings with [`yaml_str`]). A placeholder left unfilled is an error.
+/// The module path the shipped bootstraps use (relative to the repository root).
+pub const SHIPPED_WASM: &str = "target/wasm32-wasip1/release/envoy_ai_proxy.wasm";
+
+/// A shipped bootstrap of `envoy/` (runnable as is), copied for a test: its fixed ports
+/// (listener 10000, admin 9901, the demo mock 8081) rewritten (`0`: any free port) and the
+/// module path made absolute. Nothing else changes.
+pub fn shipped(file: &str, listen: u16, admin: u16, mock: u16) -> anyhow::Result<String> {
+    let path = repo_root().join("envoy").join(file);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for port in ["port_value: 10000", "port_value: 9901"] {
+        if !text.contains(port) {
+            bail!("{file}: no `{port}` to rewrite");
+        }
+    }
+    Ok(text
+        .replace("port_value: 10000", &format!("port_value: {listen}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace("port_value: 8081", &format!("port_value: {mock}"))
+        .replace(SHIPPED_WASM, &wasm_path()?.to_string_lossy()))
+}
+
+/// Renders a bootstrap template of `envoy/` (`*.tmpl`): each `{{KEY}}` becomes its value,
+/// inserted as given (quote strings with [`yaml_str`]). A placeholder left unfilled is an
+/// error.
 pub fn render(template_file: &str, vars: &[(&str, String)]) -> anyhow::Result<String> {
     let path = repo_root().join("envoy").join(template_file);
     let mut text =
@@ -74,12 +97,20 @@ pub fn yaml_str(s: &str) -> String {
 
 /// Runs `envoy --mode validate` on a bootstrap; returns Envoy's output on failure.
 pub fn validate(bootstrap: &str) -> anyhow::Result<()> {
+    validate_with_env(bootstrap, &[])
+}
+
+/// As [`validate`], with environment variables for Envoy (what `$env://` references need).
+pub fn validate_with_env(bootstrap: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
     let dir = TempDir::new()?;
     let path = dir.path.join("bootstrap.yaml");
     std::fs::write(&path, bootstrap)?;
+    // From the repository root, where the shipped bootstraps' relative module path holds.
     let out = Command::new(envoy_bin())
+        .current_dir(repo_root())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .with_context(|| format!("running {}", envoy_bin().display()))?;
     if !out.status.success() {
@@ -133,8 +164,10 @@ pub struct EnvoyBuilder {
     rendered: Option<String>,
     /// HTTP filters placed before the AI proxy, as JSON.
     pre_filters: Vec<Value>,
-    /// The second listener's plugin configuration (`integration-two-listeners.yaml`).
+    /// The second listener's plugin configuration (`integration-two-listeners.yaml.tmpl`).
     second_config: Option<String>,
+    /// Environment variables of the Envoy process (what `$env://` references resolve to).
+    env: Vec<(String, String)>,
 }
 
 impl EnvoyBuilder {
@@ -148,7 +181,7 @@ impl EnvoyBuilder {
         self
     }
 
-    /// A bootstrap template in `envoy/` other than `integration.yaml`.
+    /// A bootstrap template in `envoy/` other than `integration.yaml.tmpl`.
     pub fn template(mut self, file: &str) -> Self {
         self.template = file.to_string();
         self
@@ -167,8 +200,14 @@ impl EnvoyBuilder {
 
     /// A second listener (`ai_gateway_b`) with its own plugin configuration.
     pub fn second_listener(mut self, plugin_config: &Value) -> Self {
-        self.template = "integration-two-listeners.yaml".to_string();
+        self.template = "integration-two-listeners.yaml.tmpl".to_string();
         self.second_config = Some(plugin_config.to_string());
+        self
+    }
+
+    /// An environment variable of the Envoy process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -226,6 +265,7 @@ impl EnvoyBuilder {
             .arg("--log-path")
             .arg(dir.path.join("envoy.log"))
             .args(["-l", &self.log_level])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -286,7 +326,7 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Envoy with the filter configured by `plugin_config` (JSON), on `integration.yaml`.
+    /// Envoy with the filter configured by `plugin_config` (JSON), on `integration.yaml.tmpl`.
     pub fn with_config(plugin_config: &Value) -> EnvoyBuilder {
         Self::with_raw_config(&plugin_config.to_string())
     }
@@ -297,12 +337,13 @@ impl Envoy {
             plugin_config: plugin_config.to_string(),
             clusters: Vec::new(),
             concurrency: 1,
-            template: "integration.yaml".to_string(),
+            template: "integration.yaml.tmpl".to_string(),
             cluster_header: "x-ai-proxy-cluster".to_string(),
             log_level: "info".to_string(),
             rendered: None,
             pre_filters: Vec::new(),
             second_config: None,
+            env: Vec::new(),
         }
     }
 

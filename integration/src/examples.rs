@@ -10,6 +10,15 @@ use serde_json::Value;
 use crate::bootstrap::{generate, Options};
 use crate::envoy::repo_root;
 
+/// What the examples' `$env://` references resolve to in the tests (placeholders, as in
+/// APISIX's documentation).
+pub const TEST_ENV: &[(&str, &str)] = &[
+    ("OPENAI_API_KEY", "sk-your-openai-key"),
+    ("DEEPSEEK_API_KEY", "sk-your-deepseek-key"),
+    ("AZURE_OPENAI_API_KEY", "your-azure-key"),
+    ("LLM_API_KEY", "your-llm-key"),
+];
+
 pub struct Example {
     /// File stem in `examples/` and `envoy/examples/`.
     pub name: &'static str,

@@ -3,7 +3,6 @@
 
 pub mod apisix;
 pub mod bootstrap;
-pub mod demo;
 pub mod envoy;
 pub mod examples;
 pub mod mock;

@@ -38,9 +38,11 @@ pub async fn start_with_mocks(
         local_clusters: local,
         ..opts
     };
-    let envoy = Envoy::with_bootstrap(generate(config, &opts)?)
-        .start()
-        .await?;
+    let mut builder = Envoy::with_bootstrap(generate(config, &opts)?);
+    for (name, value) in crate::examples::TEST_ENV {
+        builder = builder.env(name, value);
+    }
+    let envoy = builder.start().await?;
     Ok((envoy, mocks))
 }
 

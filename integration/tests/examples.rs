@@ -2,8 +2,8 @@
 //! plugin configuration in `examples/` (so its clusters are the generated ones), passes
 //! `envoy --mode validate`, and, with its clusters pointed at mocks, does what it says.
 
-use integration::envoy::{repo_root, validate, wasm_path};
-use integration::examples::{Example, EXAMPLES};
+use integration::envoy::{repo_root, validate_with_env, wasm_path};
+use integration::examples::{Example, EXAMPLES, TEST_ENV};
 use integration::scenarios::{self, start_with_mocks};
 use integration::{Envoy, MockLlm};
 
@@ -56,7 +56,7 @@ fn every_example_bootstrap_validates() {
     for ex in EXAMPLES {
         let text = std::fs::read_to_string(ex.bootstrap_path()).unwrap();
         let text = text.replace("target/wasm32-wasip1/release/envoy_ai_proxy.wasm", &wasm);
-        validate(&text).unwrap_or_else(|e| panic!("{}: {e}", ex.name));
+        validate_with_env(&text, TEST_ENV).unwrap_or_else(|e| panic!("{}: {e}", ex.name));
     }
 }
 

@@ -66,7 +66,7 @@ fn bootstrap(filters: &[Value], mock_port: u16) -> anyhow::Result<String> {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}]}]}
     }]);
     render(
-        "bench.yaml",
+        "bench.yaml.tmpl",
         &[("FILTERS", filters), ("CLUSTERS", clusters.to_string())],
     )
 }
