@@ -413,6 +413,23 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
+/// A stream of ready items (a request body sent in chunks, without a content-length).
+pub fn iter_stream<T: Unpin>(items: Vec<T>) -> IterStream<T> {
+    IterStream(items.into_iter())
+}
+
+pub struct IterStream<T>(std::vec::IntoIter<T>);
+
+impl<T: Unpin> futures_core::Stream for IterStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,22 +469,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-}
-
-/// A stream of ready items (a request body sent in chunks, without a content-length).
-pub fn iter_stream<T: Unpin>(items: Vec<T>) -> IterStream<T> {
-    IterStream(items.into_iter())
-}
-
-pub struct IterStream<T>(std::vec::IntoIter<T>);
-
-impl<T: Unpin> futures_core::Stream for IterStream<T> {
-    type Item = T;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
-        std::task::Poll::Ready(self.0.next())
     }
 }
