@@ -77,3 +77,48 @@ build_wasm() {
     (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip1 -p envoy-ai-proxy)
     ls -l "$WASM" >&2
 }
+
+# Debian's prometheus for the dashboard test (integration/tests/dashboard.rs, which scrapes a
+# live Envoy with it): the package is fetched with `apt-get download` and unpacked into
+# .venv/prometheus, so no root is needed and no system service is installed or started. The
+# package lists are refreshed (apt-get update, as root) only when the download fails. Where
+# it cannot be had (no apt, no lists and not root), the test says so and skips; once it is
+# here, PROMETHEUS_BIN makes the test fail rather than skip if it does not run.
+PROMETHEUS_DIR="$VENV/prometheus"
+ensure_prometheus() {
+    local bin="$PROMETHEUS_DIR/usr/bin/prometheus"
+    if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+        export PROMETHEUS_BIN="$bin"
+        return
+    fi
+    if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+        echo "no apt-get/dpkg-deb here: Debian's prometheus cannot be installed," \
+             "the dashboard test will be skipped" >&2
+        return 0
+    fi
+    say "installing Debian's prometheus into .venv/prometheus (apt-get download, dpkg-deb -x)"
+    local tmp sandbox=()
+    tmp="$(mktemp -d)"
+    # As root, apt drops to the _apt user to download, which cannot write to our directory.
+    [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+    if ! (cd "$tmp" && apt-get -qq "${sandbox[@]}" download prometheus); then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq
+            (cd "$tmp" && apt-get -qq "${sandbox[@]}" download prometheus) || true
+        fi
+    fi
+    local deb
+    deb="$(find "$tmp" -name 'prometheus_*.deb' | head -n 1)"
+    if [ -z "$deb" ]; then
+        echo "could not download Debian's prometheus package (no package lists? run" \
+             "apt-get update as root): the dashboard test will be skipped" >&2
+        rm -rf "$tmp"
+        return 0
+    fi
+    rm -rf "$PROMETHEUS_DIR"
+    mkdir -p "$VENV"
+    dpkg-deb -x "$deb" "$PROMETHEUS_DIR"
+    rm -rf "$tmp"
+    "$bin" --version 2>&1 | head -n 1 >&2
+    export PROMETHEUS_BIN="$bin"
+}

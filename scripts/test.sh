@@ -22,6 +22,7 @@ step "set-up: Rust toolchain" ensure_rust
 step "set-up: Envoy" ensure_envoy
 step "set-up: Python tools (openai and anthropic SDKs, jsonschema, PyYAML)" ensure_python_tools
 step "set-up: Node tools (openai npm package, Vercel AI SDK)" ensure_node_tools
+step "set-up: Prometheus (Debian package, for the dashboard test)" ensure_prometheus
 step "fmt" cargo fmt --all -- --check
 step "clippy (native, all targets)" cargo clippy --locked --workspace --all-targets -- -D warnings
 step "clippy (wasm32, the filter)" cargo clippy --locked --release --target wasm32-wasip1 -p envoy-ai-proxy --lib -- -D warnings

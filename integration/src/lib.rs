@@ -1,11 +1,14 @@
 //! Test support for the real-Envoy integration tests: the Envoy launcher and the mock LLM
-//! upstream. The tests themselves live in `tests/`.
+//! upstream (and, for the dashboard test, a Prometheus launcher and a Grafana dashboard
+//! reader). The tests themselves live in `tests/`.
 
 pub mod apisix;
 pub mod bootstrap;
 pub mod envoy;
 pub mod examples;
+pub mod grafana;
 pub mod mock;
+pub mod prometheus;
 pub mod scenarios;
 
 pub use envoy::{Envoy, EnvoyBuilder};
