@@ -175,10 +175,7 @@ impl MockLlm {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn handle(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Response<BoxBody<Bytes, Infallible>>, std::io::Error> {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<MockBody>, std::io::Error> {
         let (parts, body) = req.into_parts();
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
@@ -246,23 +243,19 @@ fn steer_from_headers(mut reply: Reply, req: &Recorded) -> Reply {
     reply
 }
 
-fn respond(
-    reply: &Reply,
-    req: &Recorded,
-    state: Arc<Mutex<State>>,
-) -> Response<BoxBody<Bytes, Infallible>> {
+fn respond(reply: &Reply, req: &Recorded, state: Arc<Mutex<State>>) -> Response<MockBody> {
     let mut builder = Response::builder().status(reply.status);
-    let body: BoxBody<Bytes, Infallible> = match &reply.body {
+    let body: MockBody = match &reply.body {
         Body::Json(v) => {
             builder = builder.header("content-type", "application/json");
-            Full::new(Bytes::from(v.to_string())).boxed()
+            full(Bytes::from(v.to_string()))
         }
         Body::Raw {
             content_type,
             bytes,
         } => {
             builder = builder.header("content-type", content_type.as_str());
-            Full::new(bytes.clone()).boxed()
+            full(bytes.clone())
         }
         Body::Chunks {
             content_type,
@@ -270,7 +263,7 @@ fn respond(
             interval,
         } => {
             builder = builder.header("content-type", content_type.as_str());
-            paced(chunks.clone(), *interval, state)
+            paced(chunks.clone(), *interval, reply.abort_after, state)
         }
         Body::Error => {
             builder = builder.header("content-type", "application/json");
@@ -281,7 +274,7 @@ fn respond(
                 ),
                 _ => openai::error(reply.status),
             };
-            Full::new(Bytes::from(body.to_string())).boxed()
+            full(Bytes::from(body.to_string()))
         }
         Body::Auto => {
             let asked = req.json();
@@ -289,13 +282,13 @@ fn respond(
             match automatic(reply, &req.path, &asked, &model) {
                 Answer::Json(v) => {
                     builder = builder.header("content-type", "application/json");
-                    Full::new(Bytes::from(v.to_string())).boxed()
+                    full(Bytes::from(v.to_string()))
                 }
                 Answer::Sse(events) => {
                     builder = builder
                         .header("content-type", "text/event-stream")
                         .header("cache-control", "no-cache");
-                    paced(events, reply.interval, state)
+                    paced(events, reply.interval, reply.abort_after, state)
                 }
             }
         }
@@ -305,7 +298,7 @@ fn respond(
     }
     builder
         .body(body)
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 /// The API a path names (any prefix: `/v1/...`, `/openai/v1/...`).
@@ -373,14 +366,32 @@ fn automatic(reply: &Reply, path: &str, asked: &Value, model: &str) -> Answer {
     }
 }
 
+/// A response body; an error resets the stream (an upstream that dies mid-answer).
+type MockBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Bytes) -> MockBody {
+    Full::new(bytes)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// Chunks written one by one, `interval` apart; after `abort_after` of them (if set), the
+/// stream is reset instead of ended.
 fn paced(
     chunks: Vec<Bytes>,
     interval: Duration,
+    abort_after: Option<usize>,
     state: Arc<Mutex<State>>,
-) -> BoxBody<Bytes, Infallible> {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+) -> MockBody {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
+            if abort_after == Some(i) {
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock: the upstream dies")))
+                    .await;
+                return;
+            }
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }

@@ -67,6 +67,8 @@ pub struct Reply {
     pub interval: Duration,
     /// Close the connection without answering.
     pub drop_connection: bool,
+    /// Streamed bodies: reset the stream after this many chunks (an upstream that dies).
+    pub abort_after: Option<usize>,
     /// The answer's text; `None` keeps the defaults ("Hello from the mock." plain,
     /// "tok0 tok1 ..." streamed). Streamed, a set text is cut into `events` deltas.
     pub text: Option<String>,
@@ -91,6 +93,7 @@ impl Default for Reply {
             events: 3,
             interval: Duration::ZERO,
             drop_connection: false,
+            abort_after: None,
             text: None,
             tool_call: None,
             models: vec!["mock-model".to_string()],
