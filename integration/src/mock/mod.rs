@@ -263,7 +263,7 @@ fn respond(reply: &Reply, req: &Recorded, state: Arc<Mutex<State>>) -> Response<
             interval,
         } => {
             builder = builder.header("content-type", content_type.as_str());
-            paced(chunks.clone(), *interval, reply.abort_after, state)
+            paced(chunks.clone(), *interval, reply, state)
         }
         Body::Error => {
             builder = builder.header("content-type", "application/json");
@@ -288,7 +288,7 @@ fn respond(reply: &Reply, req: &Recorded, state: Arc<Mutex<State>>) -> Response<
                     builder = builder
                         .header("content-type", "text/event-stream")
                         .header("cache-control", "no-cache");
-                    paced(events, reply.interval, reply.abort_after, state)
+                    paced(events, reply.interval, reply, state)
                 }
             }
         }
@@ -375,14 +375,15 @@ fn full(bytes: Bytes) -> MockBody {
         .boxed()
 }
 
-/// Chunks written one by one, `interval` apart; after `abort_after` of them (if set), the
-/// stream is reset instead of ended.
+/// Chunks written one by one, `interval` apart (and `reply.pause` after some); after
+/// `reply.abort_after` of them (if set), the stream is reset instead of ended.
 fn paced(
     chunks: Vec<Bytes>,
     interval: Duration,
-    abort_after: Option<usize>,
+    reply: &Reply,
     state: Arc<Mutex<State>>,
 ) -> MockBody {
+    let (abort_after, pause) = (reply.abort_after, reply.pause);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -394,6 +395,11 @@ fn paced(
             }
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
+            }
+            if let Some((at, wait)) = pause {
+                if at == i {
+                    tokio::time::sleep(wait).await;
+                }
             }
             if let Ok(mut st) = state.lock() {
                 st.sent.push(std::time::Instant::now());

@@ -69,6 +69,8 @@ pub struct Reply {
     pub drop_connection: bool,
     /// Streamed bodies: reset the stream after this many chunks (an upstream that dies).
     pub abort_after: Option<usize>,
+    /// Streamed bodies: after this many chunks, wait this long (a slow upstream).
+    pub pause: Option<(usize, Duration)>,
     /// The answer's text; `None` keeps the defaults ("Hello from the mock." plain,
     /// "tok0 tok1 ..." streamed). Streamed, a set text is cut into `events` deltas.
     pub text: Option<String>,
@@ -94,6 +96,7 @@ impl Default for Reply {
             interval: Duration::ZERO,
             drop_connection: false,
             abort_after: None,
+            pause: None,
             text: None,
             tool_call: None,
             models: vec!["mock-model".to_string()],
