@@ -225,6 +225,10 @@ pub async fn access_log(envoy: &Envoy, m: &[MockLlm], path: &str, log: &Path) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(line["request_type"], "ai_chat");
+    assert_eq!(line["llm_api"], "chat");
+    assert_eq!(line["llm_client_path"], path);
+    assert_eq!(line["path"], path, "the client's path, not the provider's");
+    assert_eq!(line["llm_error_code"], "-");
     assert_eq!(line["llm_model"], "gpt-4");
     assert_eq!(line["llm_prompt_tokens"], "23");
     assert_eq!(line["llm_completion_tokens"], "8");

@@ -108,6 +108,9 @@ impl Exchange {
         let unroute = Effect::RemoveHeader(Map::Request, config.cluster_header.clone());
         let mut out = self.head(plugin, end_of_stream, host);
         out.effects.insert(0, unroute);
+        // The access log names the path the client called, whatever comes of the request.
+        let path = Effect::state("llm_client_path", &self.client_path);
+        out.effects.insert(1, path);
         out
     }
 
@@ -116,6 +119,7 @@ impl Exchange {
         // One read of the whole map: each host read costs about as much as a dozen writes.
         let headers = host.headers(Map::Request);
         let get = |name: &str| header_in(&headers, name);
+        self.client_path = get(":path").unwrap_or("").to_string();
         let head = RequestHead {
             method: get(":method"),
             content_type: get("content-type"),
@@ -141,7 +145,6 @@ impl Exchange {
             return self.reply(Some(plugin), &ProxyError::ConsumerRequired);
         }
         self.acct.consumer = consumer.map(str::to_string);
-        self.client_path = get(":path").unwrap_or("").to_string();
         if !config.rate_limits.consumers.is_empty() {
             self.consumer = self.acct.consumer.clone();
         }
@@ -236,7 +239,7 @@ impl Exchange {
                 self.client_path.clone(),
             ));
         }
-        effects.push(Effect::state("llm_client_path", &self.client_path));
+
         let len = u64::try_from(body_len).unwrap_or(u64::MAX);
         self.acct.prompt_estimate = len.div_ceil(account::CHARS_PER_TOKEN);
         let answer = Answer::new(index, &req.client, instance, &up, 1, String::new());
