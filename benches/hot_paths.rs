@@ -55,7 +55,7 @@ fn main() {
     for (label, size) in [("1 KB", 1024), ("100 KB", 100 * 1024)] {
         let b = body(size);
         bench(&format!("read + pick + shape, {label} body"), || {
-            let req = protocol::read_request(black_box(b.as_bytes()), &cfg).unwrap();
+            let req = protocol::read_request(black_box(b.as_bytes()), &cfg, None).unwrap();
             let i = pick(
                 &cfg,
                 &mut RoundRobin::default(),

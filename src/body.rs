@@ -92,6 +92,11 @@ impl<'a> JsonBody<'a> {
         })
     }
 
+    /// The top-level keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.key.as_str())
+    }
+
     /// A top-level string member, unescaped.
     pub fn string(&self, key: &str) -> Option<String> {
         self.raw(key).and_then(|r| serde_json::from_str(r).ok())

@@ -104,6 +104,34 @@ mod tests {
     }
 
     #[test]
+    fn every_preset_with_a_host_gets_a_tls_cluster_on_443() {
+        for preset in crate::provider::PRESETS {
+            let cfg = format!(
+                r#"{{"provider":"{}","override":{{"endpoint":"https://e.example"}}}}"#,
+                preset.name
+            );
+            let plain = format!(r#"{{"provider":"{}"}}"#, preset.name);
+            let got = if preset.host.is_empty() {
+                assert!(config::parse(plain.as_bytes()).is_err(), "{}", preset.name);
+                specs(&cfg).unwrap()
+            } else {
+                specs(&plain).unwrap()
+            };
+            let host = if preset.host.is_empty() {
+                "e.example"
+            } else {
+                preset.host
+            };
+            assert_eq!(
+                got,
+                vec![spec(preset.name, host, 443, true)],
+                "{}",
+                preset.name
+            );
+        }
+    }
+
+    #[test]
     fn shared_clusters_must_agree() {
         let same = r#"{"instances":[
             {"name":"a","provider":"openai","cluster":"c"},

@@ -7,7 +7,12 @@ use crate::body::BodyError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
-    MethodNotAllowed(String),
+    /// The method, and the one the API takes.
+    MethodNotAllowed(String, &'static str),
+    /// A known API the filter does not serve (its name).
+    UnsupportedApi(&'static str),
+    /// `GET .../models/<id>` of a model the configuration does not serve.
+    ModelNotFound(String),
     UnsupportedMediaType(String),
     BodyTooLarge {
         limit: usize,
@@ -46,7 +51,8 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> u32 {
         match self {
-            ProxyError::MethodNotAllowed(_) => 405,
+            ProxyError::MethodNotAllowed(..) => 405,
+            ProxyError::UnsupportedApi(_) | ProxyError::ModelNotFound(_) => 404,
             ProxyError::UnsupportedMediaType(_) => 415,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::Body(_)
@@ -79,7 +85,9 @@ impl ProxyError {
     /// A stable, machine-readable `error.code`.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::MethodNotAllowed(..) => "method_not_allowed",
+            ProxyError::UnsupportedApi(_) => "unsupported_api",
+            ProxyError::ModelNotFound(_) => "model_not_found",
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::Body(BodyError::Empty) => "empty_body",
@@ -103,9 +111,17 @@ impl ProxyError {
 
     pub fn message(&self) -> String {
         match self {
-            ProxyError::MethodNotAllowed(m) => {
+            ProxyError::MethodNotAllowed(m, "GET") => {
+                format!("method {m} is not allowed: the models API takes GET")
+            }
+            ProxyError::MethodNotAllowed(m, _) => {
                 format!("method {m} is not allowed: send a POST with a JSON body")
             }
+            ProxyError::UnsupportedApi(api) => format!(
+                "the {api} API is not served by this gateway; it serves chat completions, \
+                 embeddings, responses, completions and models"
+            ),
+            ProxyError::ModelNotFound(id) => format!("the model `{id}` is not served here"),
             ProxyError::UnsupportedMediaType(ct) => {
                 format!("content type `{ct}` is not supported: send application/json")
             }
@@ -114,8 +130,9 @@ impl ProxyError {
             }
             ProxyError::Body(e) => e.to_string(),
             ProxyError::InvalidField(field, what) => format!("`{field}` must be {what}"),
-            ProxyError::UnknownKind => "the request body must have `messages` (chat completions) \
-                 or `input` (embeddings)"
+            ProxyError::UnknownKind => "call an API's path (/v1/chat/completions, /v1/embeddings, \
+                 /v1/responses, /v1/completions), or post to this path a body with `messages` \
+                 (chat completions) or `input` alone (embeddings)"
                 .to_string(),
             ProxyError::KindNotOffered { provider, kind } => format!(
                 "provider `{provider}` does not offer {kind}; configure `override.endpoint` for it"
@@ -148,7 +165,7 @@ impl ProxyError {
     /// Extra response headers besides `content-type`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            ProxyError::MethodNotAllowed(_) => vec![("allow", "POST".into())],
+            ProxyError::MethodNotAllowed(_, allow) => vec![("allow", (*allow).into())],
             ProxyError::RateLimited { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }
@@ -202,7 +219,7 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ProxyError::MethodNotAllowed("GET".into()),
+                ProxyError::MethodNotAllowed("GET".into(), "POST"),
                 405,
                 "method_not_allowed",
                 "invalid_request_error",

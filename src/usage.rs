@@ -2,6 +2,7 @@
 //! SSE stream whose usage-only event is dropped when the client did not ask for it.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::sse::{Event, SseFramer, Verdict};
 
@@ -21,12 +22,18 @@ pub struct Usage {
     pub reasoning_tokens: u64,
 }
 
+/// Usage as OpenAI reports it: chat and completions (`prompt_tokens`, ...), and the
+/// Responses API (`input_tokens`, ..., read through the aliases).
 #[derive(Deserialize)]
 struct RawUsage {
+    #[serde(alias = "input_tokens")]
     prompt_tokens: Option<u64>,
+    #[serde(alias = "output_tokens")]
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    #[serde(alias = "input_tokens_details")]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(alias = "output_tokens_details")]
     completion_tokens_details: Option<CompletionDetails>,
 }
 
@@ -69,6 +76,16 @@ struct Text {
 struct Choice {
     message: Option<Text>,
     delta: Option<Text>,
+    /// Legacy completions.
+    text: Option<String>,
+}
+
+/// The `response` object of a Responses stream event (`response.completed` carries the
+/// usage).
+#[derive(Deserialize)]
+struct Inner {
+    model: Option<String>,
+    usage: Option<RawUsage>,
 }
 
 /// The fields read from a response body or a stream event; everything else is skipped
@@ -78,7 +95,10 @@ struct Envelope {
     model: Option<String>,
     usage: Option<RawUsage>,
     choices: Option<Vec<Choice>>,
-    /// Characters of text in the choices (an estimate's basis when no usage comes).
+    response: Option<Inner>,
+    /// A Responses text delta event's text.
+    delta: Option<Box<RawValue>>,
+    /// Characters of text in the event (an estimate's basis when no usage comes).
     #[serde(skip)]
     seen: u64,
 }
@@ -90,6 +110,9 @@ struct Counted<'a> {
     usage: Option<RawUsage>,
     #[serde(borrow)]
     choices: Option<Vec<Measured<'a>>>,
+    response: Option<Inner>,
+    #[serde(borrow)]
+    delta: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -98,27 +121,38 @@ struct Measured<'a> {
     message: Option<Content<'a>>,
     #[serde(borrow)]
     delta: Option<Content<'a>>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct Content<'a> {
     #[serde(borrow)]
-    content: Option<&'a serde_json::value::RawValue>,
+    content: Option<&'a RawValue>,
+}
+
+/// The length of a raw JSON string, quotes off (0 for anything else): close enough for an
+/// estimate.
+fn raw_len(raw: Option<&RawValue>) -> u64 {
+    raw.map(RawValue::get)
+        .filter(|r| r.starts_with('"'))
+        .map_or(0, |r| {
+            u64::try_from(r.len().saturating_sub(2)).unwrap_or(u64::MAX)
+        })
 }
 
 impl From<Counted<'_>> for Envelope {
     fn from(c: Counted<'_>) -> Envelope {
-        let mut seen = 0u64;
+        let mut seen = raw_len(c.delta);
         let choices = c.choices.map(|v| {
             v.into_iter()
                 .map(|m| {
-                    let raw = m.message.or(m.delta).and_then(|t| t.content);
-                    // The JSON string's length, quotes off: close enough for an estimate.
-                    let len = raw.map_or(0, |r| r.get().len().saturating_sub(2));
-                    seen = seen.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+                    let raw = m.message.or(m.delta).and_then(|t| t.content).or(m.text);
+                    seen = seen.saturating_add(raw_len(raw));
                     Choice {
                         message: None,
                         delta: None,
+                        text: None,
                     }
                 })
                 .collect()
@@ -127,8 +161,25 @@ impl From<Counted<'_>> for Envelope {
             model: c.model,
             usage: c.usage,
             choices,
+            response: c.response,
+            delta: None,
             seen,
         }
+    }
+}
+
+impl Envelope {
+    /// The texts of a body or event: choices' messages, deltas and texts, a Responses delta.
+    fn texts(&self) -> impl Iterator<Item = String> + '_ {
+        let choices = self.choices.iter().flatten().filter_map(|c| {
+            let t = c.message.as_ref().or(c.delta.as_ref());
+            t.and_then(|t| t.content.clone()).or_else(|| c.text.clone())
+        });
+        let delta = self
+            .delta
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<String>(d.get()).ok());
+        choices.chain(delta)
     }
 }
 
@@ -240,13 +291,8 @@ impl Meter {
     fn envelope(&self, data: &[u8]) -> Option<Envelope> {
         if self.text.is_some() {
             let mut env = serde_json::from_slice::<Envelope>(data).ok()?;
-            let texts = env.choices.iter().flatten().filter_map(|c| {
-                let t = c.message.as_ref().or(c.delta.as_ref())?;
-                t.content.as_ref()
-            });
-            env.seen = texts
-                .map(|t| t.chars().count() as u64)
-                .fold(0, u64::saturating_add);
+            let chars = env.texts().map(|t| t.chars().count() as u64);
+            env.seen = chars.fold(0, u64::saturating_add);
             Some(env)
         } else {
             serde_json::from_slice::<Counted>(data)
@@ -257,20 +303,25 @@ impl Meter {
 
     fn read(&mut self, env: Envelope) {
         self.seen = self.seen.saturating_add(env.seen);
+        let texts: Vec<String> = match self.text {
+            Some(_) => env.texts().collect(),
+            None => Vec::new(),
+        };
+        let (model, usage) = match env.response {
+            Some(inner) => (env.model.or(inner.model), env.usage.or(inner.usage)),
+            None => (env.model, env.usage),
+        };
         if self.model.is_none() {
-            self.model = env.model.filter(|m| !m.is_empty());
+            self.model = model.filter(|m| !m.is_empty());
         }
-        if let Some(u) = env.usage {
+        if let Some(u) = usage {
             self.usage = Some(u.into());
         }
-        if let (Some(text), Some(choices)) = (self.text.as_mut(), env.choices) {
-            for c in choices {
-                let part = c.message.or(c.delta).and_then(|t| t.content);
-                if let Some(part) = part {
-                    let room = MAX_LOGGED_TEXT.saturating_sub(text.len());
-                    let cut = floor_char_boundary(&part, room);
-                    text.push_str(part.get(..cut).unwrap_or(""));
-                }
+        if let Some(text) = self.text.as_mut() {
+            for part in texts {
+                let room = MAX_LOGGED_TEXT.saturating_sub(text.len());
+                let cut = floor_char_boundary(&part, room);
+                text.push_str(part.get(..cut).unwrap_or(""));
             }
         }
     }
@@ -433,5 +484,44 @@ mod tests {
         feed(&mut m, &[body.as_bytes()]);
         let t = m.text().unwrap();
         assert!(t.len() <= MAX_LOGGED_TEXT && t.len() >= MAX_LOGGED_TEXT - 1);
+    }
+
+    #[test]
+    fn responses_and_completions_usage_from_recorded_answers() {
+        let json = include_str!("../fixtures/openai/responses.json");
+        let mut m = Meter::json(true);
+        feed(&mut m, &[json.as_bytes()]);
+        let u = m.usage();
+        assert!(u.prompt_tokens > 0 && u.completion_tokens > 0, "{u:?}");
+        assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+        assert_eq!(m.model(), Some("gpt-5.4"));
+
+        let stream = include_str!("../fixtures/openai/responses_stream.sse").as_bytes();
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let mut m = Meter::sse(false, false);
+            assert_eq!(feed(&mut m, &[a, b]), stream, "cut {cut}");
+            assert_eq!(
+                m.usage(),
+                Usage {
+                    prompt_tokens: 37,
+                    completion_tokens: 11,
+                    total_tokens: 48,
+                    ..Usage::default()
+                },
+                "cut {cut}"
+            );
+            assert_eq!(m.model(), Some("gpt-5.4"));
+            assert!(m.seen_chars() > 0, "the text deltas are measured");
+        }
+
+        let json = include_str!("../fixtures/openai/completions.json");
+        let mut m = Meter::json(true);
+        feed(&mut m, &[json.as_bytes()]);
+        assert_eq!(
+            (m.usage().prompt_tokens, m.usage().completion_tokens),
+            (5, 7)
+        );
+        assert_eq!(m.text(), Some("\n\nThis is indeed a test"));
     }
 }

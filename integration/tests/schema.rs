@@ -28,20 +28,21 @@ impl Case {
     }
 }
 
-/// Every block of `docs/config.md` that starts with "```json\n", up to its closing fence.
-fn doc_configs(root: &Path) -> Vec<Case> {
-    let path = root.join("docs/config.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// Every block of a doc (`docs/config.md`, `docs/providers.md`) that starts with
+/// "```json\n", up to its closing fence.
+fn doc_configs(root: &Path, doc: &str) -> Vec<Case> {
+    let path = root.join(doc);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
-    let mut rest = doc.as_str();
+    let mut rest = text.as_str();
     while let Some(at) = rest.find("```json\n") {
-        let line = doc[..doc.len() - rest.len() + at].lines().count() + 1;
+        let line = text[..text.len() - rest.len() + at].lines().count() + 1;
         let body = &rest[at + "```json\n".len()..];
         let end = body
             .find("\n```")
-            .unwrap_or_else(|| panic!("docs/config.md:{line}: unclosed ```json block"));
+            .unwrap_or_else(|| panic!("{doc}:{line}: unclosed ```json block"));
         out.push(Case {
-            name: format!("docs/config.md:{line}"),
+            name: format!("{doc}:{line}"),
             text: body[..end].to_string(),
         });
         rest = &body[end..];
@@ -234,7 +235,27 @@ fn edge_valid() -> Vec<Case> {
                    "auth": {"header": {"x-ai-proxy-cluster": "k"}}}),
         ),
     ];
-    cases.iter().map(|(n, v)| Case::json(*n, v)).collect()
+    let mut out: Vec<Case> = cases.iter().map(|(n, v)| Case::json(*n, v)).collect();
+    // Every preset, with an endpoint where it has no default host.
+    for (name, endpoint) in [
+        ("azure-openai", Some("https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21")),
+        ("gemini", None),
+        ("openrouter", None),
+        ("aimlapi", None),
+        ("mistral", None),
+        ("groq", None),
+        ("together", None),
+        ("fireworks", None),
+        ("ollama", Some("http://127.0.0.1:11434")),
+        ("vllm", Some("http://10.0.0.7:8000")),
+    ] {
+        let mut v = json!({"provider": name});
+        if let Some(e) = endpoint {
+            v["override"] = json!({"endpoint": e});
+        }
+        out.push(Case::json(format!("preset {name}"), &v));
+    }
+    out
 }
 
 /// Configurations the parser refuses, each for one reason the schema can express too.
@@ -268,7 +289,19 @@ fn invalid() -> Vec<Case> {
             json!({"provider": "openai", "auth": {"headers": {"Authorization": "Bearer k"}}}),
         ),
         ("unknown field in an instance", inst(json!({"weigth": 1}))),
-        ("unknown provider", json!({"provider": "anthropic"})),
+        ("unknown provider", json!({"provider": "bedrock"})),
+        (
+            "azure-openai without endpoint",
+            json!({"provider": "azure-openai"}),
+        ),
+        (
+            "ollama instance without endpoint",
+            inst(json!({"provider": "ollama"})),
+        ),
+        (
+            "vllm without endpoint",
+            json!({"provider": "vllm", "override": {}}),
+        ),
         (
             "unknown provider in an instance",
             inst(json!({"provider": "OpenAI"})),
@@ -612,7 +645,8 @@ fn invalid() -> Vec<Case> {
 fn schema_agrees_with_the_parser() {
     let root = repo_root();
 
-    let mut found = doc_configs(&root);
+    let mut found = doc_configs(&root, "docs/config.md");
+    found.extend(doc_configs(&root, "docs/providers.md"));
     let from_docs = found.len();
     found.extend(example_configs(&root));
     let from_examples = found.len() - from_docs;

@@ -107,7 +107,7 @@ pub(super) fn compile_instance(
             format!(
                 "unknown provider `{}`; supported: {}",
                 parts.provider,
-                Provider::ALL_NAMES.join(", ")
+                Provider::names().join(", ")
             ),
         )
     })?;

@@ -144,8 +144,7 @@ mod tests {
         );
         assert!(inst
             .target
-            .chat_path
-            .as_deref()
+            .path(crate::provider::ApiKind::Chat)
             .unwrap()
             .ends_with("?key=sk-real"));
         let c = parse_with(

@@ -3,6 +3,7 @@
 use super::*;
 use crate::balancer::key::KeySource;
 use crate::fallback::Policy;
+use crate::provider::ApiKind;
 use serde_json::json;
 
 fn parse_json(v: serde_json::Value) -> Result<Config, ConfigError> {
@@ -42,7 +43,7 @@ fn full_single_provider() {
     assert_eq!(i.cluster, "llm_internal");
     assert_eq!(i.target.authority, "llm.internal:8443");
     assert_eq!(
-        i.target.chat_path.as_deref(),
+        i.target.path(crate::provider::ApiKind::Chat),
         Some("/v1/chat/completions?api-version=2&api-key=q%20v")
     );
     assert_eq!(
@@ -641,4 +642,38 @@ fn health_checks() {
             .unwrap_or_else(|| panic!("{name}: accepted"));
         assert_eq!(err.path, field, "{name}: {err}");
     }
+}
+
+/// APISIX's documented `ai-proxy` configurations for Azure OpenAI and Gemini load as they
+/// are (keys as placeholders).
+#[test]
+fn apisix_azure_and_gemini_configurations_load_unchanged() {
+    let azure = parse_json(json!({
+        "provider": "azure-openai",
+        "auth": {"header": {"api-key": "your-api-key"}},
+        "options": {"model": "gpt-4"},
+        "override": {"endpoint": "https://api7-azure-openai.openai.azure.com/openai/deployments/gpt-4/chat/completions?api-version=2024-02-15-preview"}
+    }))
+    .unwrap();
+    let t = &azure.instances[0].target;
+    assert_eq!(t.authority, "api7-azure-openai.openai.azure.com");
+    assert_eq!(
+        t.path(ApiKind::Embeddings),
+        Some("/openai/deployments/gpt-4/embeddings?api-version=2024-02-15-preview")
+    );
+    let gemini = parse_json(json!({
+        "provider": "gemini",
+        "auth": {"header": {"Authorization": "Bearer your-api-key"}},
+        "options": {"model": "gemini-2.0-flash"}
+    }))
+    .unwrap();
+    let t = &gemini.instances[0].target;
+    assert_eq!(t.authority, "generativelanguage.googleapis.com");
+    assert_eq!(
+        t.path(ApiKind::Chat),
+        Some("/v1beta/openai/chat/completions")
+    );
+    // Azure needs its deployment URL.
+    let err = parse_json(json!({"provider": "azure-openai"})).unwrap_err();
+    assert_eq!(err.path, "override.endpoint");
 }

@@ -28,7 +28,7 @@ impl Exchange {
                 .collect();
         }
         let unhealthy = plugin.unhealthy(host);
-        let req = match protocol::read_request(&body, config) {
+        let req = match protocol::read_request(&body, config, self.api) {
             Ok(r) => r,
             Err(e) => return self.refuse(plugin, &e),
         };

@@ -22,7 +22,7 @@ use crate::health;
 use crate::metrics::Models;
 use crate::outcome::Cause;
 use crate::protocol;
-use crate::provider::Wire;
+use crate::provider::{ApiKind, Wire};
 use crate::quota::{self, Admission, Ctx};
 use crate::ratelimit::Quota;
 
@@ -182,6 +182,8 @@ pub struct Exchange {
     chunked: bool,
     /// The path the client called (the upstream's may differ, and carry a key).
     client_path: String,
+    /// The API the path named (`None`: the body decides).
+    api: Option<ApiKind>,
     /// Client headers as sent, when a fallback may need them.
     client_headers: Vec<(String, String)>,
     retry: Option<Retry>,
@@ -202,6 +204,7 @@ impl Exchange {
             consumer: None,
             chunked: false,
             client_path: String::new(),
+            api: None,
             client_headers: Vec::new(),
             retry: None,
             admission: None,

@@ -9,6 +9,7 @@ use crate::body::BodyError;
 use crate::config::Config;
 use crate::effect::{Effect, Host, Map, Out};
 use crate::error::ProxyError;
+use crate::protocol::api::{self, Route};
 use crate::protocol::{self, Request, Upstream};
 
 /// Envoy's total timeout for the request; the filter's value replaces any client's.
@@ -29,7 +30,7 @@ pub struct RequestHead<'a> {
 pub fn check_head(config: &Config, head: &RequestHead<'_>) -> Result<(), ProxyError> {
     let method = head.method.unwrap_or("");
     if method != "POST" {
-        return Err(ProxyError::MethodNotAllowed(method.to_string()));
+        return Err(ProxyError::MethodNotAllowed(method.to_string(), "POST"));
     }
     if let Some(ct) = head.content_type {
         if !is_json_media_type(ct) {
@@ -120,6 +121,19 @@ impl Exchange {
         let headers = host.headers(Map::Request);
         let get = |name: &str| header_in(&headers, name);
         self.client_path = get(":path").unwrap_or("").to_string();
+        let method = get(":method").unwrap_or("");
+        match api::route(&self.client_path) {
+            Route::Models(id) if method == "GET" => return self.models(plugin, id.as_deref()),
+            Route::Models(_) => {
+                let err = ProxyError::MethodNotAllowed(method.to_string(), "GET");
+                return self.reply(Some(plugin), &err);
+            }
+            Route::Unsupported(name) => {
+                return self.reply(Some(plugin), &ProxyError::UnsupportedApi(name))
+            }
+            Route::Api(kind) => self.api = Some(kind),
+            Route::ByBody => self.api = None,
+        }
         let head = RequestHead {
             method: get(":method"),
             content_type: get("content-type"),
@@ -192,6 +206,20 @@ impl Exchange {
         self.request_body(plugin, size, true, host)
     }
 
+    /// `GET .../models`: answered from the configuration, nothing goes upstream.
+    fn models(&mut self, plugin: &Plugin, id: Option<&str>) -> Out {
+        match api::models_answer(&plugin.config, id) {
+            Ok(body) => {
+                let ct = ("content-type".to_string(), "application/json".to_string());
+                let mut out = self.send(200, vec![ct], body);
+                out.effects.push(Effect::state("llm_api", "models"));
+                out.effects.push(Effect::state("llm_error_code", "-"));
+                out
+            }
+            Err(e) => self.reply(Some(plugin), &e),
+        }
+    }
+
     /// Sends the request to instance `index`, admitted after a quota service's answer.
     pub(super) fn send_first(
         &mut self,
@@ -200,7 +228,7 @@ impl Exchange {
         index: usize,
         host: &dyn Host,
     ) -> Out {
-        let shaped = protocol::read_request(&body, &plugin.config)
+        let shaped = protocol::read_request(&body, &plugin.config, self.api)
             .and_then(|req| self.shape_first(plugin, &req, body.len(), index));
         match shaped {
             Ok(effects) => self.sent_first(plugin, body, index, effects, true, host),
@@ -481,7 +509,7 @@ mod tests {
                  "auth":{"header":{"api-key":"B"}}}]}"#,
         )
         .unwrap();
-        let req = protocol::read_request(br#"{"messages":[]}"#, &c).unwrap();
+        let req = protocol::read_request(br#"{"messages":[]}"#, &c, None).unwrap();
         let up = protocol::shape(&c.instances[1], &req).unwrap();
         let client = crate::testing::pairs(&[
             (":path", "/v1/chat/completions"),

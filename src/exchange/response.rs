@@ -210,7 +210,7 @@ impl Exchange {
         if !config.fallback.may_retry(retries_done, attempt_ms) {
             return None;
         }
-        let req = protocol::read_request(&retry.body, config).ok()?;
+        let req = protocol::read_request(&retry.body, config, self.api).ok()?;
         let limits = plugin.admission(self.consumer.as_deref(), host);
         let unhealthy = plugin.unhealthy(host);
         let avail = Availability {
@@ -387,7 +387,7 @@ impl Exchange {
         let mut effects = Vec::new();
         if let Some(retry) = self.retry.as_ref() {
             let instance = plugin.config.instances.get(index);
-            let req = protocol::read_request(&retry.body, &plugin.config).ok();
+            let req = protocol::read_request(&retry.body, &plugin.config, self.api).ok();
             if let (Some(instance), Some(req)) = (instance, req) {
                 if let Ok(up) = protocol::shape(instance, &req) {
                     let attempts = retry.failures.len().saturating_add(1);

@@ -55,12 +55,17 @@ impl T {
 
     /// Request headers and the whole body.
     fn request(&mut self, body: &Value) -> Step {
+        self.request_to("/v1/chat/completions", body)
+    }
+
+    /// As `request`, to `path`.
+    fn request_to(&mut self, path: &str, body: &Value) -> Step {
         let bytes = body.to_string();
         let len = bytes.len().to_string();
         self.host.set_request(
             &[
                 (":method", "POST"),
-                (":path", "/v1/chat/completions"),
+                (":path", path),
                 (":authority", "gateway"),
                 ("content-type", "application/json"),
                 ("content-length", &len),
@@ -908,4 +913,94 @@ fn require_consumer_refuses_requests_no_authenticating_filter_named() {
     });
     assert!(t.host.replies.borrow().is_empty());
     assert_eq!(t.sent("x-ai-proxy-cluster").as_deref(), Some("openai"));
+}
+
+#[test]
+fn the_path_picks_the_api_and_nothing_goes_to_another_endpoint() {
+    let cfg = json!({"provider": "openai", "options": {"model": "gpt-4o"}});
+    // A Responses body (`input`) to /v1/responses goes to the Responses endpoint.
+    let mut t = T::new(cfg.clone());
+    t.request_to(
+        "/openai/v1/responses",
+        &json!({"input": "hi", "stream": true}),
+    );
+    assert_eq!(t.sent(":path").as_deref(), Some("/v1/responses"));
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o");
+    assert!(
+        sent.get("stream_options").is_none(),
+        "Responses streams report usage anyway"
+    );
+    assert_eq!(t.host.state("llm_api").as_deref(), Some("responses"));
+    assert_eq!(t.host.state("request_type").as_deref(), Some("ai_stream"));
+    // Legacy completions: streamed with usage asked for, as chat.
+    let mut t = T::new(cfg.clone());
+    t.request_to("/v1/completions", &json!({"prompt": "hi", "stream": true}));
+    assert_eq!(t.sent(":path").as_deref(), Some("/v1/completions"));
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    // Moderations, audio: a clear 404, nothing upstream.
+    for path in ["/v1/moderations", "/v1/audio/speech"] {
+        let mut t = T::new(cfg.clone());
+        t.request_to(path, &json!({"input": "hi"}));
+        let (status, body, _) = t.reply();
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "unsupported_api");
+        assert_eq!(t.sent("x-ai-proxy-cluster"), None);
+    }
+    // A Responses body on a path that names no API is not taken for embeddings.
+    let mut t = T::new(cfg);
+    t.request_to(
+        "/anything",
+        &json!({"input": "hi", "instructions": "be brief"}),
+    );
+    assert_eq!(t.reply().1["error"]["code"], "unknown_request_kind");
+}
+
+#[test]
+fn an_api_the_provider_lacks_is_a_clear_400() {
+    let mut t = T::new(json!({"provider": "deepseek"}));
+    t.request_to("/v1/responses", &json!({"input": "hi"}));
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "unsupported_request_kind");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("responses"));
+}
+
+#[test]
+fn models_are_answered_by_the_filter() {
+    let mut t = T::new(json!({"instances": [
+        {"name": "a", "provider": "openai", "options": {"model": "gpt-4o"}},
+        {"name": "b", "provider": "deepseek"}]}));
+    t.host
+        .set_request(&[(":method", "GET"), (":path", "/v1/models")], b"");
+    assert_eq!(
+        t.on(Input::RequestHeaders {
+            end_of_stream: true
+        }),
+        Step::Pause
+    );
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 200);
+    assert_eq!(body["data"][0]["id"], "gpt-4o");
+    assert_eq!(body["data"][1]["id"], "deepseek");
+    assert_eq!(t.host.state("llm_api").as_deref(), Some("models"));
+    // Other methods on models, and GETs elsewhere: 405.
+    for (method, path, allow) in [
+        ("POST", "/v1/models", "GET"),
+        ("GET", "/v1/chat/completions", "POST"),
+    ] {
+        t.next();
+        t.host
+            .set_request(&[(":method", method), (":path", path)], b"");
+        t.on(Input::RequestHeaders {
+            end_of_stream: true,
+        });
+        let (status, _, headers) = t.reply();
+        assert_eq!(status, 405, "{method} {path}");
+        assert!(headers.contains(&("allow".into(), allow.into())));
+    }
 }

@@ -4,6 +4,7 @@
 //! presets); a protocol with another wire format is one new file here plus one arm in
 //! [`of`].
 
+pub mod api;
 pub mod openai;
 
 use crate::body::{BodyError, JsonBody};
@@ -24,15 +25,15 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
-    /// Chat when `messages` is an array, embeddings when `input` is present; anything else
-    /// is not a request this filter can route.
-    pub fn classify(body: &JsonBody<'_>) -> Result<ClientRequest, ProxyError> {
-        let kind = if body.raw("messages").is_some_and(|m| m.starts_with('[')) {
-            ApiKind::Chat
-        } else if body.raw("input").is_some_and(|i| i != "null") {
-            ApiKind::Embeddings
-        } else {
-            return Err(ProxyError::UnknownKind);
+    /// The request of `kind` (the API its path named; `None`: the body decides, see
+    /// [`api::by_body`]).
+    pub fn classify(
+        body: &JsonBody<'_>,
+        kind: Option<ApiKind>,
+    ) -> Result<ClientRequest, ProxyError> {
+        let kind = match kind {
+            Some(k) => api::required(body, k)?,
+            None => api::by_body(body)?,
         };
         // A lenient provider would take `1` or `"true"` for true and stream without the
         // usage the filter asks for: only JSON booleans pass.
@@ -43,7 +44,7 @@ impl ClientRequest {
         };
         Ok(ClientRequest {
             kind,
-            stream: kind == ApiKind::Chat && stream,
+            stream: kind.streams() && stream,
             model: body.string("model"),
         })
     }
@@ -59,13 +60,17 @@ pub struct Request<'b> {
 /// one the filter reads or sets (`model`, `stream`, `stream_options`, a configured option)
 /// is refused like a duplicate: a provider that matches keys case-insensitively would take
 /// it instead of the filter's value.
-pub fn read_request<'b>(body: &'b [u8], config: &Config) -> Result<Request<'b>, ProxyError> {
+pub fn read_request<'b>(
+    body: &'b [u8],
+    config: &Config,
+    kind: Option<ApiKind>,
+) -> Result<Request<'b>, ProxyError> {
     let body = JsonBody::parse(body)?;
     if let Some((key, owned)) = body.case_clash(&config.owned_keys) {
         let err = BodyError::CaseVariant(key.to_string(), owned.to_string());
         return Err(ProxyError::Body(err));
     }
-    let client = ClientRequest::classify(&body)?;
+    let client = ClientRequest::classify(&body, kind)?;
     Ok(Request { body, client })
 }
 

@@ -7,7 +7,6 @@ use super::{Answering, ClientRequest, Protocol, Reader, Request, Upstream};
 use crate::body::JsonBody;
 use crate::config::Instance;
 use crate::error::ProxyError;
-use crate::provider::ApiKind;
 use crate::usage::{Meter, Usage};
 
 pub struct OpenAi;
@@ -82,7 +81,7 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
             .map(|(_, v)| v.as_str())
     };
     let stream = match option("stream") {
-        Some(v) => client.kind == ApiKind::Chat && v == "true",
+        Some(v) => client.kind.streams() && v == "true",
         None => client.stream,
     };
     let model = match option("model") {
@@ -94,7 +93,7 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
     // The client's options are read as raw JSON, never as a `serde_json::Value` (whose
     // `raw_value` feature reads `{"$serde_json::private::RawValue": "true"}` as `true`).
     let mut usage_edit = None;
-    if stream {
+    if stream && client.kind.asks_for_stream_usage() {
         let base = option("stream_options")
             .or_else(|| body.raw("stream_options"))
             .filter(|t| *t != "null")
@@ -130,6 +129,7 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
 mod tests {
     use super::*;
     use crate::config;
+    use crate::provider::ApiKind;
     use serde_json::{json, Value};
 
     fn instance(cfg: Value) -> Instance {
@@ -142,7 +142,7 @@ mod tests {
     fn run(cfg: Value, body: &str) -> Result<(ClientRequest, Upstream<'static>), ProxyError> {
         let parsed = config::parse(cfg.to_string().as_bytes()).unwrap();
         let inst: &'static Instance = Box::leak(Box::new(instance(cfg)));
-        let req = super::super::read_request(body.as_bytes(), &parsed)?;
+        let req = super::super::read_request(body.as_bytes(), &parsed, None)?;
         let up = shape(inst, &req)?;
         Ok((req.client, up))
     }
@@ -181,7 +181,7 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let got = ClientRequest::classify(&JsonBody::parse(body.as_bytes()).unwrap())
+            let got = ClientRequest::classify(&JsonBody::parse(body.as_bytes()).unwrap(), None)
                 .map(|c| (c.kind, c.stream));
             assert_eq!(got, want, "{body}");
         }
