@@ -22,6 +22,12 @@ pub enum ProxyError {
     InvalidField(&'static str, &'static str),
     /// Neither `messages` (chat) nor `input` (embeddings).
     UnknownKind,
+    /// A request field that has no equivalent in the protocol of the instance picked (the
+    /// field's path in the request, and that protocol's name).
+    Untranslatable {
+        field: String,
+        to: &'static str,
+    },
     /// The chosen provider has no endpoint for this kind of request.
     KindNotOffered {
         provider: &'static str,
@@ -58,6 +64,7 @@ impl ProxyError {
             ProxyError::Body(_)
             | ProxyError::InvalidField(..)
             | ProxyError::UnknownKind
+            | ProxyError::Untranslatable { .. }
             | ProxyError::KindNotOffered { .. } => 400,
             ProxyError::ConsumerRequired => 401,
             ProxyError::UpstreamTimeout => 504,
@@ -97,6 +104,7 @@ impl ProxyError {
             ProxyError::Body(_) => "invalid_json",
             ProxyError::InvalidField(..) => "invalid_value",
             ProxyError::UnknownKind => "unknown_request_kind",
+            ProxyError::Untranslatable { .. } => "untranslatable_field",
             ProxyError::KindNotOffered { .. } => "unsupported_request_kind",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
@@ -119,7 +127,7 @@ impl ProxyError {
             }
             ProxyError::UnsupportedApi(api) => format!(
                 "the {api} API is not served by this gateway; it serves chat completions, \
-                 embeddings, responses, completions and models"
+                 embeddings, responses, completions, models and Anthropic messages"
             ),
             ProxyError::ModelNotFound(id) => format!("the model `{id}` is not served here"),
             ProxyError::UnsupportedMediaType(ct) => {
@@ -130,6 +138,10 @@ impl ProxyError {
             }
             ProxyError::Body(e) => e.to_string(),
             ProxyError::InvalidField(field, what) => format!("`{field}` must be {what}"),
+            ProxyError::Untranslatable { field, to } => format!(
+                "`{field}` has no equivalent in {to}, the API of the instance picked; \
+                 leave it out (docs/providers.md lists what is translated)"
+            ),
             ProxyError::UnknownKind => "call an API's path (/v1/chat/completions, /v1/embeddings, \
                  /v1/responses, /v1/completions), or post to this path a body with `messages` \
                  (chat completions) or `input` alone (embeddings)"

@@ -2,8 +2,6 @@
 //! and what the client gets when every attempt failed. Pure bookkeeping; the exchange makes
 //! the calls.
 
-use serde_json::json;
-
 /// The compiled `fallback_strategy`, `fallback_http_statuses`, `max_retries` and
 /// `retry_on_failure_within_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,15 +71,9 @@ pub fn give_up(failures: &[Failure]) -> GiveUp {
     }
 }
 
-/// The body of the 429 answer when every instance was rate limited.
-pub fn all_rate_limited_body(attempts: usize) -> Vec<u8> {
-    json!({"error": {
-        "message": format!("every instance tried ({attempts}) answered 429: rate limited"),
-        "type": "rate_limit_error",
-        "code": "rate_limited"
-    }})
-    .to_string()
-    .into_bytes()
+/// The message of the 429 answer when every instance was rate limited.
+pub fn all_rate_limited_message(attempts: usize) -> String {
+    format!("every instance tried ({attempts}) answered 429: rate limited")
 }
 
 #[cfg(test)]

@@ -67,6 +67,13 @@ impl From<RawUsage> for Usage {
     }
 }
 
+impl Usage {
+    /// OpenAI's `usage` object (chat, completions or Responses names) as the filter counts it.
+    pub fn from_openai(usage: &serde_json::Value) -> Option<Usage> {
+        RawUsage::deserialize(usage).ok().map(Usage::from)
+    }
+}
+
 #[derive(Deserialize)]
 struct Text {
     content: Option<String>,

@@ -19,6 +19,11 @@ Usage:
       models              models.list(): the ids
       chat_tools          chat.completions.create with a tool, plain and streamed (with
                           include_usage): finish reason, tool calls (arguments parsed), usage
+      chat                chat.completions.create: id, model, text, finish reason, usage
+      chat_stream         chat.completions.create(stream=True) without include_usage: text,
+                          chunks, finish reason, chunks that carried usage (expect 0)
+      chat_stream_usage   the same with stream_options.include_usage: text and the usage of
+                          the last chunk (whose choices are empty)
       Prints one JSON object, {"sdk": ..., "results": {CHECK: result}}; a check that raised
       has {"error": "..."} and the exit status is 1.
 """
@@ -105,7 +110,37 @@ def check_chat_tools(client):
     }
 
 
-NAMED = {"responses": check_responses, "responses_stream": check_responses_stream,
+def check_chat(client):
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    return {"id": r.id, "model": r.model, "text": r.choices[0].message.content,
+            "finish_reason": r.choices[0].finish_reason, "usage": usage(r.usage)}
+
+
+def stream_summary(chunks):
+    return {"text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+            "chunks": len(chunks),
+            "finish_reason": next((c.choices[0].finish_reason for c in reversed(chunks)
+                                   if c.choices and c.choices[0].finish_reason), None),
+            "usage_chunks": sum(1 for c in chunks if c.usage is not None)}
+
+
+def check_chat_stream(client):
+    return stream_summary(list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, stream=True)))
+
+
+def check_chat_stream_usage(client):
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, stream=True,
+        stream_options={"include_usage": True}))
+    out = stream_summary(chunks)
+    out["last_choices"] = len(chunks[-1].choices)
+    out["usage"] = usage(chunks[-1].usage)
+    return out
+
+
+NAMED = {"chat": check_chat, "chat_stream": check_chat_stream,
+         "chat_stream_usage": check_chat_stream_usage, "responses": check_responses, "responses_stream": check_responses_stream,
          "completions": check_completions, "completions_stream": check_completions_stream,
          "models": check_models, "chat_tools": check_chat_tools}
 

@@ -4,6 +4,7 @@
 
 pub mod apisix;
 pub mod bootstrap;
+pub mod clients;
 pub mod envoy;
 pub mod examples;
 pub mod grafana;

@@ -3,40 +3,9 @@
 //! SDK's default model (Responses), nothing ever sent to the wrong endpoint, and each
 //! provider preset's host, path, query and auth.
 
-use std::process::Command;
-
-use integration::envoy::repo_root;
+use integration::clients::{args, node, python, run};
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| {
-        repo_root()
-            .join(".venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
-/// Runs a client script and returns its `results` object (the script prints one JSON line).
-async fn run(program: String, script: &str, args: Vec<String>) -> Value {
-    let script = repo_root().join(script);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&program).arg(&script).args(&args).output()
-    })
-    .await
-    .unwrap()
-    .expect("run the client (scripts/test.sh installs the SDKs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "a client check failed:\n{stdout}");
-    let printed: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON in the output:\n{stdout}"));
-    printed["results"].clone()
-}
 
 async fn gateway(config: Value) -> (Envoy, MockLlm) {
     let mock = MockLlm::start().await.unwrap();
@@ -83,9 +52,12 @@ async fn openai_python_sdk_responses_completions_and_models_through_the_filter()
         "completions_stream",
         "models",
     ];
-    let mut args = vec![envoy.url("")];
-    args.extend(checks.iter().map(|c| c.to_string()));
-    let r = run(python(), "integration/python/openai_client.py", args).await;
+    let r = run(
+        python(),
+        "integration/python/openai_client.py",
+        args(&envoy.url(""), &checks),
+    )
+    .await;
     let text = told.plain_text();
     assert_eq!(r["responses"]["text"], text.as_str());
     assert_eq!(r["responses_stream"]["text"], text.as_str());
@@ -134,13 +106,8 @@ async fn the_vercel_ai_sdk_default_model_works_through_the_filter() {
         .usage(30, 9)
         .text("Hello from the mock, via Responses");
     mock.set_default(told.clone());
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let args = vec![
-        envoy.url(""),
-        "generateText".to_string(),
-        "streamText".to_string(),
-    ];
-    let r = run(node, "integration/node/ai_sdk_client.mjs", args).await;
+    let args = args(&envoy.url(""), &["generateText", "streamText"]);
+    let r = run(node(), "integration/node/ai_sdk_client.mjs", args).await;
     for check in ["generateText", "streamText"] {
         assert_eq!(r[check]["text"], told.plain_text().as_str(), "{check}");
         assert_eq!(r[check]["usage"]["inputTokens"], 30, "{check}");
@@ -301,6 +268,15 @@ fn presets() -> Vec<Preset> {
             embeddings: Some("/v1/embeddings"),
             query: Some("key=k"),
             auth: ("x-no-auth", ""),
+        },
+        // Chat is translated to Messages.
+        Preset {
+            config: json!({"provider": "anthropic", "auth": {"header": {"x-api-key": "k"}}}),
+            host: "api.anthropic.com",
+            chat: "/v1/messages",
+            embeddings: None,
+            query: None,
+            auth: ("x-api-key", "k"),
         },
     ]
 }

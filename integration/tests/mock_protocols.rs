@@ -5,50 +5,9 @@
 //! them: proof that the mock speaks each protocol well enough for the SDKs people use, before
 //! the same scripts are pointed at Envoy.
 
-use std::process::Command;
-
-use integration::envoy::repo_root;
+use integration::clients::{args, node, python, run};
 use integration::{MockLlm, Reply};
 use serde_json::{json, Value};
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| {
-        repo_root()
-            .join(".venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
-fn node() -> String {
-    std::env::var("NODE").unwrap_or_else(|_| "node".into())
-}
-
-/// Runs a client script and returns its `results` object (the script prints one JSON line).
-async fn run(program: String, script: &str, args: Vec<String>) -> Value {
-    let script = repo_root().join(script);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&program).arg(&script).args(&args).output()
-    })
-    .await
-    .unwrap()
-    .expect("run the client (scripts/test.sh installs the SDKs into .venv and node_modules)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "a client check failed:\n{stdout}");
-    let printed: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON in the output:\n{stdout}"));
-    printed["results"].clone()
-}
-
-fn args(base: &str, checks: &[&str]) -> Vec<String> {
-    std::iter::once(base.to_string())
-        .chain(checks.iter().map(|c| c.to_string()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_reads_responses_completions_models_and_tool_calls() {

@@ -4,18 +4,10 @@
 
 use std::process::Command;
 
+use integration::clients::python;
 use integration::envoy::repo_root;
 use integration::{Envoy, MockLlm};
 use serde_json::json;
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| {
-        repo_root()
-            .join(".venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
 
 /// The two Envoys the SDK checks use: one provider in front of the mock, and provider
 /// deepseek (no embeddings) with a 1-token limit and a recognisable message.

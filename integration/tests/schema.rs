@@ -248,6 +248,7 @@ fn edge_valid() -> Vec<Case> {
         ("fireworks", None),
         ("ollama", Some("http://127.0.0.1:11434")),
         ("vllm", Some("http://10.0.0.7:8000")),
+        ("anthropic", None),
     ] {
         let mut v = json!({"provider": name});
         if let Some(e) = endpoint {

@@ -115,7 +115,13 @@ pub struct Accounting {
 
 impl Accounting {
     /// The answer's headers are in: choose how to read its body.
-    pub fn begin_response(&mut self, status: u32, content_type: Option<&str>, payloads: bool) {
+    pub fn begin_response(
+        &mut self,
+        status: u32,
+        content_type: Option<&str>,
+        payloads: bool,
+        now_ns: u64,
+    ) {
         self.status = status;
         let Some(answer) = self.answer.as_ref() else {
             return;
@@ -124,11 +130,12 @@ impl Accounting {
         let answering = Answering {
             kind: answer.client.kind,
             status,
+            now_s: now_ns / 1_000_000_000,
             sse,
             drop_usage_event: answer.drop_usage_event,
             collect_text: payloads,
         };
-        self.reader = Some(protocol::of(answer.wire).reader(answering));
+        self.reader = Some(protocol::reader(answer.wire, answering));
     }
 
     /// The usage the answer reported; for a successful answer cut before its usage came,

@@ -22,7 +22,7 @@ use crate::health;
 use crate::metrics::Models;
 use crate::outcome::Cause;
 use crate::protocol;
-use crate::provider::{ApiKind, Wire};
+use crate::provider::ApiKind;
 use crate::quota::{self, Admission, Ctx};
 use crate::ratelimit::Quota;
 
@@ -292,7 +292,7 @@ impl Exchange {
                 }
             }
         }
-        let body = protocol::of(Wire::OpenAi).error_body(err);
+        let body = protocol::of(protocol::client_wire(self.api)).error_body(err);
         let mut out = self.send(err.status(), headers, body);
         out.effects
             .insert(0, Effect::state("llm_error_code", err.code()));

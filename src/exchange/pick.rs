@@ -29,10 +29,10 @@ pub fn pick(
     avail: &Availability<'_>,
 ) -> Result<usize, ProxyError> {
     let offers = |i: usize| {
-        config
-            .instances
-            .get(i)
-            .is_some_and(|inst| inst.target.path(kind).is_some())
+        config.instances.get(i).is_some_and(|inst| {
+            let api = crate::protocol::upstream_api(kind, inst.provider.wire());
+            inst.target.path(api).is_some()
+        })
     };
     if !(0..config.instances.len()).any(offers) {
         let provider = config.instances.first().map_or("", |i| i.provider.name());

@@ -351,6 +351,7 @@ fn request_edits(
         }
     }
     out.extend(up.auth_headers.iter().map(|(n, v)| set(n, v)));
+    out.extend(preset_headers(up).map(|(n, v)| set(n, v)));
     // `timeout` bounds a whole answer. A stream may rightly run for minutes, so for streams
     // the total limit is lifted and the route's `idle_timeout` bounds the silence instead.
     // A client's per-try timeout can only shorten its own request (Envoy caps it at the
@@ -381,11 +382,23 @@ fn request_edits(
 /// auth, every client credential (the gateway owns the upstream credentials).
 fn dropped_client_headers<'a>(config: &'a Config, up: &Upstream<'_>) -> Vec<&'a str> {
     let mut out = vec!["accept-encoding"];
+    // Headers of the client's protocol mean nothing to an instance of the other.
+    out.extend(up.foreign_headers);
     if up.drop_client_authorization {
         out.extend(["authorization", "api-key", "x-api-key"]);
         out.push(&config.consumer_header);
     }
     out
+}
+
+/// The provider's own headers (`anthropic-version`) that `auth.header` does not set.
+fn preset_headers<'u>(
+    up: &'u Upstream<'_>,
+) -> impl Iterator<Item = (&'static str, &'static str)> + 'u {
+    up.preset_headers
+        .iter()
+        .copied()
+        .filter(|(n, _)| !up.auth_headers.iter().any(|(a, _)| a == n))
 }
 
 /// Client headers that never go to a fallback callout: pseudo-headers and framing (Envoy
@@ -409,7 +422,8 @@ fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
         || DROP.contains(&name)
         || name == config.cluster_header
         || dropped_client_headers(config, up).contains(&name)
-        || up.auth_headers.iter().any(|(n, _)| n == name))
+        || up.auth_headers.iter().any(|(n, _)| n == name)
+        || up.preset_headers.iter().any(|(n, _)| *n == name))
 }
 
 /// The headers of a fallback callout: the request line for the instance, the client's
@@ -432,6 +446,7 @@ pub fn callout_headers(
             .cloned(),
     );
     out.extend(up.auth_headers.iter().cloned());
+    out.extend(preset_headers(up).map(|(n, v)| (n.to_string(), v.to_string())));
     out.push(("content-length".into(), body_len.to_string()));
     out
 }

@@ -108,8 +108,9 @@ impl Exchange {
             effects.push(Effect::SetHeader(Map::Response, n, v));
         }
         let payloads = plugin.config.logging.payloads;
+        let (status, ct) = (held.status, held.content_type.as_deref());
         self.acct
-            .begin_response(held.status, held.content_type.as_deref(), payloads);
+            .begin_response(status, ct, payloads, host.now_ns());
         if self.acct.rewrites_body() {
             // Events will be cut out or replaced: the length changes.
             effects.push(Effect::RemoveHeader(Map::Response, "content-length".into()));
@@ -134,7 +135,7 @@ impl Exchange {
                 if !end_of_stream {
                     return Out::hold(Vec::new());
                 }
-                let bytes = protocol::of(crate::provider::Wire::OpenAi).error_body(err);
+                let bytes = protocol::of(protocol::client_wire(self.api)).error_body(err);
                 self.phase = Phase::Replied;
                 let mut effects = vec![Effect::ReplaceBody {
                     map: Map::Response,
@@ -325,20 +326,34 @@ impl Exchange {
             effects.push(Effect::state("llm_error_code", &last.reason));
         }
         let (content_type, last_body) = retry.last.clone();
+        let client = protocol::client_wire(self.api);
+        let json = || ("content-type".to_string(), "application/json".to_string());
         let mut out = match fallback::give_up(&retry.failures) {
             GiveUp::AllRateLimited { retry_after } => {
-                let mut headers =
-                    vec![("content-type".to_string(), "application/json".to_string())];
+                let mut headers = vec![json()];
                 if let Some(ra) = retry_after {
                     headers.push(("retry-after".to_string(), ra.to_string()));
                 }
-                self.send(429, headers, fallback::all_rate_limited_body(attempts))
+                let message = fallback::all_rate_limited_message(attempts);
+                let body = protocol::of(client).error(429, &message, Some("rate_limited"));
+                self.send(429, headers, body)
             }
             GiveUp::BadGateway => {
-                let headers = content_type
-                    .map(|ct| vec![("content-type".to_string(), ct)])
-                    .unwrap_or_default();
-                self.send(502, headers, last_body)
+                // The last instance's answer, in the client's protocol when it speaks the
+                // other one.
+                let last = retry.failures.last().map(|f| f.instance);
+                let wire = last
+                    .and_then(|i| plugin.config.instances.get(i))
+                    .map_or(client, |i| i.provider.wire());
+                if wire == client {
+                    let headers = content_type
+                        .map(|ct| vec![("content-type".to_string(), ct)])
+                        .unwrap_or_default();
+                    self.send(502, headers, last_body)
+                } else {
+                    let body = protocol::rewrap_error(wire, client, 502, &last_body);
+                    self.send(502, vec![json()], body)
+                }
             }
         };
         effects.append(&mut out.effects);
@@ -400,8 +415,9 @@ impl Exchange {
             }
         }
         let payloads = plugin.config.logging.payloads;
+        let ct = content_type.as_deref();
         self.acct
-            .begin_response(status, content_type.as_deref(), payloads);
+            .begin_response(status, ct, payloads, host.now_ns());
         let out = self.acct.chunk(&body, true, host.now_ns());
         effects.extend(self.completed(plugin, host));
         let quota = self.answer_quota_headers(plugin, index);

@@ -1004,3 +1004,84 @@ fn models_are_answered_by_the_filter() {
         assert!(headers.contains(&("allow".into(), allow.into())));
     }
 }
+
+/// Anthropic Messages through the whole exchange: translated for an OpenAI instance, the
+/// answer translated back, the client's protocol headers left behind.
+#[test]
+fn a_messages_client_served_by_an_openai_instance() {
+    let mut t = T::new(json!({"provider": "openai",
+        "auth": {"header": {"Authorization": "Bearer gw"}}}));
+    let body = json!({"model": "m", "max_tokens": 9, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(t.request_to("/v1/messages", &body), Step::Continue);
+    assert_eq!(t.sent(":path").as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(t.sent("authorization").as_deref(), Some("Bearer gw"));
+    assert_eq!(t.sent("x-api-key"), None);
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    );
+    t.respond(
+        200,
+        None,
+        &[("content-type", "application/json")],
+        &answer(12, 5),
+    );
+    let got: Value = serde_json::from_slice(&t.host.response_body.borrow()).unwrap();
+    assert_eq!(got["type"], "message");
+    assert_eq!(got["content"], json!([{"type": "text", "text": "ok"}]));
+    assert_eq!(got["usage"]["input_tokens"], 12);
+    assert_eq!(got["usage"]["output_tokens"], 5);
+    assert_eq!(t.host.header(Map::Response, "content-length"), None);
+    t.on(Input::Log);
+    assert_eq!(t.host.state("llm_api").as_deref(), Some("messages"));
+    assert_eq!(t.host.state("llm_total_tokens").as_deref(), Some("17"));
+}
+
+#[test]
+fn a_chat_client_served_by_an_anthropic_instance_gets_the_version_header() {
+    let mut t = T::new(json!({"provider": "anthropic",
+        "auth": {"header": {"x-api-key": "sk-ant"}}}));
+    assert_eq!(t.request(&chat()), Step::Continue);
+    assert_eq!(t.sent(":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(t.sent("x-api-key").as_deref(), Some("sk-ant"));
+    assert_eq!(t.sent("anthropic-version").as_deref(), Some("2023-06-01"));
+    assert_eq!(t.sent("authorization"), None);
+    let sent: Value = serde_json::from_slice(&t.host.request_body.borrow()).unwrap();
+    assert_eq!(sent["max_tokens"], 4096);
+    // `auth.header` may set the version itself.
+    let mut t = T::new(json!({"provider": "anthropic",
+        "auth": {"header": {"x-api-key": "k", "anthropic-version": "2024-01-01"}}}));
+    t.request(&chat());
+    assert_eq!(t.sent("anthropic-version").as_deref(), Some("2024-01-01"));
+}
+
+#[test]
+fn the_filter_answers_messages_clients_in_anthropic_s_shape() {
+    let mut t = T::new(json!({"provider": "openai", "max_req_body_size": 64}));
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(100)}]});
+    t.request_to("/v1/messages", &big);
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 413);
+    assert_eq!(
+        body,
+        json!({"type": "error", "error": {"type": "request_too_large",
+            "message": "the request body is larger than the limit of 64 bytes"}})
+    );
+    // The same error on a chat path is OpenAI's.
+    t.next();
+    t.request(&big);
+    let (_, body, _) = t.reply();
+    assert_eq!(body["error"]["code"], "request_too_large");
+    // A field with no counterpart: a 400 naming it.
+    let mut t = T::new(json!({"provider": "openai"}));
+    let body = json!({"max_tokens": 5, "top_k": 1, "messages": []});
+    t.request_to("/v1/messages", &body);
+    let (status, body, _) = t.reply();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`top_k`"));
+}

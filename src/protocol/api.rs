@@ -46,6 +46,10 @@ const UNSERVED: &[(&str, &str)] = &[
 pub fn route(path: &str) -> Route {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let path = path.trim_end_matches('/');
+    // The Assistants API's `/threads/<id>/messages` is not Anthropic's.
+    if path.contains("/threads/") {
+        return Route::Unsupported("assistants");
+    }
     // Chat first: it ends in /completions too.
     for kind in ApiKind::ALL {
         if path.ends_with(kind.suffix()) {
@@ -71,6 +75,10 @@ pub fn route(path: &str) -> Route {
     // `/v1/responses/<id>` and the like: the Responses API's other operations.
     if segments.contains(&"responses") {
         return Route::Unsupported("responses (retrieving, cancelling, deleting)");
+    }
+    // `/v1/messages/count_tokens`, `/v1/messages/batches`: Anthropic's other operations.
+    if segments.contains(&"messages") {
+        return Route::Unsupported("messages (token counting, batches)");
     }
     Route::ByBody
 }
@@ -103,11 +111,11 @@ fn has_input(body: &JsonBody<'_>) -> bool {
     body.raw("input").is_some_and(|i| i != "null")
 }
 
-/// A body posted to the path of `kind` must look like it: chat has `messages`, embeddings
-/// `input` (a provider would refuse it anyway; the client learns why, at no cost).
+/// A body posted to the path of `kind` must look like it: chat and Messages have
+/// `messages`, embeddings `input` (a provider would refuse it anyway; the client learns why, at no cost).
 pub fn required(body: &JsonBody<'_>, kind: ApiKind) -> Result<ApiKind, ProxyError> {
     match kind {
-        ApiKind::Chat if !has_messages(body) => Err(ProxyError::UnknownKind),
+        ApiKind::Chat | ApiKind::Messages if !has_messages(body) => Err(ProxyError::UnknownKind),
         ApiKind::Embeddings if !has_input(body) => Err(ProxyError::UnknownKind),
         k => Ok(k),
     }
@@ -177,6 +185,16 @@ mod tests {
             ("/v1/responses", Route::Api(ApiKind::Responses)),
             ("/api/v1/responses/", Route::Api(ApiKind::Responses)),
             ("/v1/completions", Route::Api(ApiKind::Completions)),
+            ("/v1/messages", Route::Api(ApiKind::Messages)),
+            (
+                "/anthropic/v1/messages?beta=true",
+                Route::Api(ApiKind::Messages),
+            ),
+            (
+                "/v1/messages/count_tokens",
+                Route::Unsupported("messages (token counting, batches)"),
+            ),
+            ("/v1/threads/t_1/messages", Route::Unsupported("assistants")),
             ("/v1/models", Route::Models(None)),
             ("/v1/models/gpt-4o", Route::Models(Some("gpt-4o".into()))),
             ("/v1/moderations", Route::Unsupported("moderations")),

@@ -2,10 +2,14 @@
 //! read as it passes (usage, model; stream events kept, dropped or replaced), and how the
 //! filter's own errors look to a client of it. OpenAI-compatible vendors are data (provider
 //! presets); a protocol with another wire format is one new file here plus one arm in
-//! [`of`].
+//! [`of`]; a client of one protocol served by an instance of another goes through
+//! `translate`.
 
+pub mod anthropic;
 pub mod api;
 pub mod openai;
+mod tally;
+pub mod translate;
 
 use crate::body::{BodyError, JsonBody};
 use crate::config::{Config, Instance};
@@ -13,6 +17,24 @@ use crate::error::ProxyError;
 pub use crate::provider::ApiKind;
 use crate::provider::Wire;
 use crate::usage::Usage;
+
+/// The API an instance is asked for: the client's, or its counterpart in the protocol the
+/// instance speaks (OpenAI chat completions and Anthropic Messages translate both ways).
+pub fn upstream_api(client: ApiKind, wire: Wire) -> ApiKind {
+    match (client, wire) {
+        (ApiKind::Messages, Wire::OpenAi) => ApiKind::Chat,
+        (ApiKind::Chat, Wire::Anthropic) => ApiKind::Messages,
+        (kind, _) => kind,
+    }
+}
+
+/// The protocol a client speaks, by the API it called (`None`: not known yet, OpenAI's).
+pub fn client_wire(api: Option<ApiKind>) -> Wire {
+    match api {
+        Some(ApiKind::Messages) => Wire::Anthropic,
+        _ => Wire::OpenAi,
+    }
+}
 
 /// What the client asked for, read once from its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +106,11 @@ pub struct Upstream<'c> {
     pub auth_headers: &'c [(String, String)],
     /// Drop the client's `authorization`: the gateway owns the upstream credentials.
     pub drop_client_authorization: bool,
+    /// Headers the provider expects (`anthropic-version`), set unless `auth.header` sets
+    /// them.
+    pub preset_headers: &'static [(&'static str, &'static str)],
+    /// Client headers of the other protocol, dropped when a request is translated.
+    pub foreign_headers: &'static [&'static str],
     /// The new body, or `None` to forward the client's bytes unchanged.
     pub body: Option<String>,
     /// Whether the upstream will stream (the client's choice, unless `options` sets it).
@@ -119,8 +146,11 @@ pub trait Reader {
 /// How an answer is read: what the request asked for, and what the attempt was told.
 #[derive(Debug, Clone, Copy)]
 pub struct Answering {
+    /// The API the client called.
     pub kind: ApiKind,
     pub status: u32,
+    /// Now, in seconds since the epoch (`created` of translated answers).
+    pub now_s: u64,
     /// The answer is a server-sent event stream.
     pub sse: bool,
     pub drop_usage_event: bool,
@@ -140,14 +170,92 @@ pub trait Protocol: Sync {
     /// A reader for an answer in this protocol.
     fn reader(&self, answering: Answering) -> Box<dyn Reader>;
 
+    /// An error with this status and message, as a client of this protocol expects it
+    /// (`code`: the filter's stable code, where the protocol has a place for it).
+    fn error(&self, status: u32, message: &str, code: Option<&str>) -> Vec<u8>;
+
     /// The filter's own error, as a client of this protocol expects it.
-    fn error_body(&self, err: &ProxyError) -> Vec<u8>;
+    fn error_body(&self, err: &ProxyError) -> Vec<u8> {
+        self.error(err.status(), &err.message(), Some(err.code()))
+    }
 }
 
 /// The protocol an instance speaks.
 pub fn of(wire: Wire) -> &'static dyn Protocol {
     match wire {
         Wire::OpenAi => &openai::OpenAi,
+        Wire::Anthropic => &anthropic::Anthropic,
+    }
+}
+
+/// A reader for an answer from an instance speaking `wire` to a client of `a.kind`:
+/// metered as it passes, or translated when the client speaks the other protocol.
+pub fn reader(wire: Wire, a: Answering) -> Box<dyn Reader> {
+    match (a.kind, wire) {
+        (ApiKind::Messages, Wire::OpenAi) => translate::messages_to_chat::reader(a),
+        (ApiKind::Chat, Wire::Anthropic) => translate::chat_to_messages::reader(a),
+        _ => of(wire).reader(a),
+    }
+}
+
+/// An error body from an instance speaking `from`, for a client speaking `to`: the same
+/// status and message, in the client's shape.
+pub fn rewrap_error(from: Wire, to: Wire, status: u32, body: &[u8]) -> Vec<u8> {
+    if from == to {
+        return body.to_vec();
+    }
+    let message = error_message(body).unwrap_or_else(|| format!("upstream answered {status}"));
+    of(to).error(status, &message, None)
+}
+
+/// `error.message` of an OpenAI or Anthropic error body.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    serde_json::from_slice::<Outer>(body)
+        .ok()
+        .map(|o| o.error.message)
+}
+
+/// The upstream path of `kind` on `instance`, or why there is none.
+pub fn path(instance: &Instance, kind: ApiKind) -> Result<&str, ProxyError> {
+    instance
+        .target
+        .path(kind)
+        .ok_or(ProxyError::KindNotOffered {
+            provider: instance.provider.name(),
+            kind: kind.name(),
+        })
+}
+
+/// A configured option's raw JSON text.
+pub fn option<'c>(instance: &'c Instance, key: &str) -> Option<&'c str> {
+    instance
+        .options
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the upstream streams: `options.stream` when configured, else the client's choice.
+pub fn streams(instance: &Instance, client: &ClientRequest) -> bool {
+    match option(instance, "stream") {
+        Some(v) => client.kind.streams() && v == "true",
+        None => client.stream,
+    }
+}
+
+/// The model the upstream is asked for: `options.model` when configured, else the client's.
+pub fn model(instance: &Instance, client: &ClientRequest) -> Option<String> {
+    match option(instance, "model") {
+        Some(v) => serde_json::from_str::<String>(v).ok(),
+        None => client.model.clone(),
     }
 }
 

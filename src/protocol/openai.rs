@@ -1,12 +1,16 @@
-//! The OpenAI wire protocol (chat completions, embeddings) and every vendor that speaks it:
-//! request shaping by patching the client's body in place (`options` merged, `include_usage`
-//! asked for on streams), answers read for usage with the usage-only stream event dropped
-//! when the client did not ask for it, and OpenAI-style errors.
+//! The OpenAI wire protocol (chat completions, embeddings, Responses, legacy completions) and
+//! every vendor that speaks it: request shaping by patching the client's body in place
+//! (`options` merged, `include_usage` asked for on streams), answers read for usage with the
+//! usage-only stream event dropped when the client did not ask for it, and OpenAI-style
+//! errors.
+
+use serde_json::json;
 
 use super::{Answering, ClientRequest, Protocol, Reader, Request, Upstream};
 use crate::body::JsonBody;
 use crate::config::Instance;
 use crate::error::ProxyError;
+use crate::provider::ApiKind;
 use crate::usage::{Meter, Usage};
 
 pub struct OpenAi;
@@ -17,6 +21,9 @@ impl Protocol for OpenAi {
         instance: &'c Instance,
         req: &Request<'_>,
     ) -> Result<Upstream<'c>, ProxyError> {
+        if req.client.kind == ApiKind::Messages {
+            return super::translate::messages_to_chat::shape(instance, req);
+        }
         shape(instance, req)
     }
 
@@ -29,6 +36,10 @@ impl Protocol for OpenAi {
         } else {
             Meter::json(a.collect_text)
         })
+    }
+
+    fn error(&self, status: u32, message: &str, code: Option<&str>) -> Vec<u8> {
+        error(status, message, code)
     }
 
     fn error_body(&self, err: &ProxyError) -> Vec<u8> {
@@ -63,31 +74,25 @@ impl Reader for Meter {
     }
 }
 
+/// An OpenAI-style error body; `type` from the status.
+pub fn error(status: u32, message: &str, code: Option<&str>) -> Vec<u8> {
+    let kind = match status {
+        401 => "authentication_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    };
+    json!({"error": {"message": message, "type": kind, "code": code}})
+        .to_string()
+        .into_bytes()
+}
+
 fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, ProxyError> {
     let (body, client): (_, &ClientRequest) = (&req.body, &req.client);
-    let path = instance
-        .target
-        .path(client.kind)
-        .ok_or(ProxyError::KindNotOffered {
-            provider: instance.provider.name(),
-            kind: client.kind.name(),
-        })?;
-
-    let option = |key: &str| {
-        instance
-            .options
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let stream = match option("stream") {
-        Some(v) => client.kind.streams() && v == "true",
-        None => client.stream,
-    };
-    let model = match option("model") {
-        Some(v) => serde_json::from_str::<String>(v).ok(),
-        None => client.model.clone(),
-    };
+    let path = super::path(instance, client.kind)?;
+    let option = |key: &str| super::option(instance, key);
+    let stream = super::streams(instance, client);
+    let model = super::model(instance, client);
     // A stream reports usage only when asked: ask, keeping the client's (or the
     // configuration's) other stream options, and remember whether the client asked itself.
     // The client's options are read as raw JSON, never as a `serde_json::Value` (whose
@@ -118,6 +123,8 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
         path,
         auth_headers: &instance.auth_headers,
         drop_client_authorization: instance.has_auth,
+        preset_headers: instance.provider.headers(),
+        foreign_headers: &[],
         body: new_body,
         stream,
         drop_usage_event: usage_edit.is_some(),

@@ -17,14 +17,20 @@ pub enum ApiKind {
     Responses,
     /// OpenAI legacy completions (`/v1/completions`).
     Completions,
+    /// Anthropic Messages (`/v1/messages`).
+    Messages,
 }
 
+/// How many APIs there are (the length of per-API tables).
+pub const APIS: usize = 5;
+
 impl ApiKind {
-    pub const ALL: [ApiKind; 4] = [
+    pub const ALL: [ApiKind; APIS] = [
         ApiKind::Chat,
         ApiKind::Embeddings,
         ApiKind::Responses,
         ApiKind::Completions,
+        ApiKind::Messages,
     ];
 
     /// The API in words, for error messages.
@@ -34,6 +40,7 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
             ApiKind::Responses => "responses",
             ApiKind::Completions => "completions",
+            ApiKind::Messages => "messages",
         }
     }
 
@@ -44,6 +51,7 @@ impl ApiKind {
             ApiKind::Embeddings => "embeddings",
             ApiKind::Responses => "responses",
             ApiKind::Completions => "completions",
+            ApiKind::Messages => "messages",
         }
     }
 
@@ -54,6 +62,7 @@ impl ApiKind {
             ApiKind::Embeddings => "/embeddings",
             ApiKind::Responses => "/responses",
             ApiKind::Completions => "/completions",
+            ApiKind::Messages => "/messages",
         }
     }
 
@@ -73,6 +82,7 @@ impl ApiKind {
             ApiKind::Embeddings => 1,
             ApiKind::Responses => 2,
             ApiKind::Completions => 3,
+            ApiKind::Messages => 4,
         }
     }
 }
@@ -81,6 +91,8 @@ impl ApiKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
 }
 
 /// One provider preset.
@@ -92,28 +104,32 @@ pub struct Preset {
     pub host: &'static str,
     pub wire: Wire,
     /// Default path per API (indexed like [`ApiKind::ALL`]); `None`: not offered.
-    paths: [Option<&'static str>; 4],
+    paths: [Option<&'static str>; APIS],
     /// Paths that do not follow the endpoint's (Azure's Responses API lives at the
     /// resource's `/openai/v1/responses`, not under a deployment).
-    fixed: [Option<&'static str>; 4],
+    fixed: [Option<&'static str>; APIS],
     /// How requests authenticate, in words (docs and errors).
     pub auth: &'static str,
+    /// Headers every request carries unless `auth.header` sets them.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
-const OPENAI_PATHS: [Option<&str>; 4] = [
+const OPENAI_PATHS: [Option<&str>; APIS] = [
     Some("/v1/chat/completions"),
     Some("/v1/embeddings"),
     Some("/v1/responses"),
     Some("/v1/completions"),
+    None,
 ];
-const LOCAL_PATHS: [Option<&str>; 4] = [
+const LOCAL_PATHS: [Option<&str>; APIS] = [
     Some("/v1/chat/completions"),
     Some("/v1/embeddings"),
     None,
     Some("/v1/completions"),
+    None,
 ];
 const BEARER: &str = "`Authorization: Bearer <key>`";
-const NONE: [Option<&str>; 4] = [None, None, None, None];
+const NONE: [Option<&str>; APIS] = [None, None, None, None, None];
 
 /// Every provider preset, checked against each provider's public documentation.
 pub static PRESETS: &[Preset] = &[
@@ -124,6 +140,7 @@ pub static PRESETS: &[Preset] = &[
         paths: OPENAI_PATHS,
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "deepseek",
@@ -135,9 +152,11 @@ pub static PRESETS: &[Preset] = &[
             None,
             None,
             Some("/beta/completions"),
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "openai-compatible",
@@ -146,6 +165,7 @@ pub static PRESETS: &[Preset] = &[
         paths: OPENAI_PATHS,
         fixed: NONE,
         auth: "as configured",
+        headers: &[],
     },
     Preset {
         name: "azure-openai",
@@ -153,9 +173,16 @@ pub static PRESETS: &[Preset] = &[
         wire: Wire::OpenAi,
         // The endpoint is a deployment URL (`.../openai/deployments/<d>/chat/completions
         // ?api-version=...`): chat and embeddings follow it.
-        paths: [Some("/chat/completions"), Some("/embeddings"), None, None],
-        fixed: [None, None, Some("/openai/v1/responses"), None],
+        paths: [
+            Some("/chat/completions"),
+            Some("/embeddings"),
+            None,
+            None,
+            None,
+        ],
+        fixed: [None, None, Some("/openai/v1/responses"), None, None],
         auth: "`api-key: <key>`",
+        headers: &[],
     },
     Preset {
         name: "gemini",
@@ -166,9 +193,11 @@ pub static PRESETS: &[Preset] = &[
             Some("/v1beta/openai/embeddings"),
             None,
             None,
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "openrouter",
@@ -179,9 +208,11 @@ pub static PRESETS: &[Preset] = &[
             None,
             None,
             Some("/api/v1/completions"),
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "aimlapi",
@@ -192,9 +223,11 @@ pub static PRESETS: &[Preset] = &[
             Some("/v1/embeddings"),
             None,
             None,
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "mistral",
@@ -205,17 +238,20 @@ pub static PRESETS: &[Preset] = &[
             Some("/v1/embeddings"),
             None,
             None,
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "groq",
         host: "api.groq.com",
         wire: Wire::OpenAi,
-        paths: [Some("/openai/v1/chat/completions"), None, None, None],
+        paths: [Some("/openai/v1/chat/completions"), None, None, None, None],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "together",
@@ -226,9 +262,11 @@ pub static PRESETS: &[Preset] = &[
             Some("/v1/embeddings"),
             None,
             Some("/v1/completions"),
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "fireworks",
@@ -239,9 +277,11 @@ pub static PRESETS: &[Preset] = &[
             Some("/inference/v1/embeddings"),
             None,
             Some("/inference/v1/completions"),
+            None,
         ],
         fixed: NONE,
         auth: BEARER,
+        headers: &[],
     },
     Preset {
         name: "ollama",
@@ -250,6 +290,7 @@ pub static PRESETS: &[Preset] = &[
         paths: LOCAL_PATHS,
         fixed: NONE,
         auth: "none needed",
+        headers: &[],
     },
     Preset {
         name: "vllm",
@@ -258,8 +299,22 @@ pub static PRESETS: &[Preset] = &[
         paths: LOCAL_PATHS,
         fixed: NONE,
         auth: "none needed",
+        headers: &[],
+    },
+    Preset {
+        name: "anthropic",
+        host: "api.anthropic.com",
+        wire: Wire::Anthropic,
+        paths: [None, None, None, None, Some("/v1/messages")],
+        fixed: NONE,
+        auth: "`x-api-key: <key>`",
+        headers: &[("anthropic-version", ANTHROPIC_VERSION)],
     },
 ];
+
+/// The `anthropic-version` sent unless `auth.header` sets one (the current, and so far
+/// only, version of the Messages API).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// A provider: one of the [`PRESETS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +340,11 @@ impl Provider {
 
     pub fn preset(self) -> &'static Preset {
         self.0
+    }
+
+    /// Headers every request to this provider carries unless `auth.header` sets them.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        self.0.headers
     }
 
     /// Providers without a public default host need `override.endpoint`.

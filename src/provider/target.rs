@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ApiKind, Provider};
+use super::{ApiKind, Provider, APIS};
 
 /// A parsed `override.endpoint` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct Target {
     pub tls: bool,
     /// Full `:path` (query included) per API (indexed like [`ApiKind::ALL`]); `None` where
     /// the instance does not offer the API.
-    paths: [Option<String>; 4],
+    paths: [Option<String>; APIS],
 }
 
 impl Target {
@@ -76,7 +76,8 @@ impl Target {
 /// provider's default path on the endpoint's (or the provider's) host. An endpoint path that
 /// ends in an API's path (`.../chat/completions`, `.../embeddings`, ...) gives every API the
 /// provider offers its path under the same base, so a request never goes to another API's
-/// endpoint. Any other endpoint path serves chat and embeddings as written (as in APISIX).
+/// endpoint. Any other endpoint path serves chat and embeddings (Messages, for Anthropic) as
+/// written (as in APISIX).
 /// The query is the endpoint's, minus any parameter `auth.query` sets, then `auth.query`.
 pub fn target(
     provider: Provider,
@@ -112,9 +113,11 @@ pub fn target(
         match (endpoint_path, base) {
             (None, _) => Some(with_endpoint_query(default)),
             (Some(_), Some(base)) => Some(with_endpoint_query(&format!("{base}{}", kind.suffix()))),
-            (Some(p), None) => {
-                matches!(kind, ApiKind::Chat | ApiKind::Embeddings).then(|| with_endpoint_query(p))
-            }
+            (Some(p), None) => matches!(
+                kind,
+                ApiKind::Chat | ApiKind::Embeddings | ApiKind::Messages
+            )
+            .then(|| with_endpoint_query(p)),
         }
     };
     Target {

@@ -1,0 +1,301 @@
+//! An OpenAI chat answer read as an Anthropic `message`: the `chat.completion` body becomes
+//! a `message`, the chunks of a stream Anthropic's events (`message_start`, a content block
+//! per text run or tool call, `message_delta` with the stop reason and the usage,
+//! `message_stop`), errors Anthropic's error shape.
+
+use serde_json::{json, Value};
+
+use super::stop_reason;
+use crate::protocol::tally::Tally;
+use crate::protocol::translate::{push_event, End, Frames};
+use crate::protocol::{self, Reader};
+use crate::provider::Wire;
+use crate::sse::Event;
+use crate::usage::Usage;
+
+/// The content block being streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    None,
+    Text(u64),
+    Tool(u64),
+}
+
+pub struct ToMessages {
+    pub(super) frames: Frames,
+    pub(super) ok: bool,
+    pub(super) status: u32,
+    pub(super) usage: Option<Usage>,
+    pub(super) tally: Tally,
+    pub(super) id: String,
+    pub(super) started: bool,
+    pub(super) finished: bool,
+    pub(super) open: Open,
+    /// Blocks started so far (the next block's index).
+    pub(super) blocks: u64,
+    pub(super) stop: Option<&'static str>,
+}
+
+/// Anthropic's usage for counted usage (its `input_tokens` leaves the cache reads out).
+fn anthropic_usage(u: &Usage) -> Value {
+    json!({"input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
+           "cache_creation_input_tokens": 0,
+           "cache_read_input_tokens": u.cached_tokens,
+           "output_tokens": u.completion_tokens})
+}
+
+impl ToMessages {
+    fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.id = chunk
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let message = json!({"id": self.id, "type": "message", "role": "assistant",
+            "content": [], "model": self.tally.model.as_deref().unwrap_or(""),
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}});
+        push_event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": message}),
+        );
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Open::Text(i) | Open::Tool(i) = self.open {
+            push_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": i}),
+            );
+        }
+        self.open = Open::None;
+    }
+
+    fn open_block(&mut self, block: Value, tool: bool, out: &mut Vec<u8>) -> u64 {
+        self.close(out);
+        let index = self.blocks;
+        self.blocks = self.blocks.saturating_add(1);
+        self.open = if tool {
+            Open::Tool(index)
+        } else {
+            Open::Text(index)
+        };
+        push_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        index
+    }
+
+    fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
+        push_event(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        );
+    }
+
+    fn text(&mut self, text: &str, out: &mut Vec<u8>) {
+        self.tally.text(text);
+        let index = match self.open {
+            Open::Text(i) => i,
+            _ => self.open_block(json!({"type": "text", "text": ""}), false, out),
+        };
+        Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+    }
+
+    fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
+        let f = call.get("function");
+        if let Some(id) = call.get("id").filter(|id| id.is_string()) {
+            let name = f
+                .and_then(|f| f.get("name"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
+            self.open_block(block, true, out);
+        }
+        let args = f
+            .and_then(|f| f.get("arguments"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if let (Open::Tool(index), false) = (self.open, args.is_empty()) {
+            self.tally.text(args);
+            let delta = json!({"type": "input_json_delta", "partial_json": args});
+            Self::delta(out, index, delta);
+        }
+    }
+
+    /// The end of the stream: the open block closed, the stop reason and usage, the stop.
+    fn finish_stream(&mut self, out: &mut Vec<u8>) {
+        if !self.started || self.finished {
+            return;
+        }
+        self.finished = true;
+        self.close(out);
+        let usage = anthropic_usage(&self.usage.unwrap_or_default());
+        push_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": self.stop.unwrap_or("end_turn"),
+                              "stop_sequence": null},
+                    "usage": usage}),
+        );
+        push_event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn on_event(&mut self, e: &Event, out: &mut Vec<u8>) {
+        if e.data.as_slice() == b"[DONE]" {
+            self.finish_stream(out);
+            return;
+        }
+        let Ok(chunk) = serde_json::from_slice::<Value>(&e.data) else {
+            return;
+        };
+        if let Some(err) = chunk.get("error") {
+            let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+            let data = json!({"type": "error",
+                              "error": {"type": "api_error", "message": message}});
+            push_event(out, "error", &data);
+            return;
+        }
+        self.tally.model(chunk.get("model").and_then(Value::as_str));
+        self.start(&chunk, out);
+        if let Some(u) = chunk.get("usage").and_then(Usage::from_openai) {
+            self.usage = Some(u);
+        }
+        let choices = chunk.get("choices").and_then(Value::as_array);
+        for choice in choices.into_iter().flatten().take(1) {
+            let delta = choice.get("delta");
+            if let Some(text) = delta
+                .and_then(|d| d.get("content"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.text(text, out);
+            }
+            let calls = delta
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Value::as_array);
+            for call in calls.into_iter().flatten() {
+                self.tool_call(call, out);
+            }
+            if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.stop = Some(stop_reason(finish));
+            }
+        }
+    }
+
+    /// A whole `chat.completion` as a `message`.
+    fn message(&mut self, body: &[u8]) -> Vec<u8> {
+        let Ok(c) = serde_json::from_slice::<Value>(body) else {
+            return body.to_vec();
+        };
+        self.tally.model(c.get("model").and_then(Value::as_str));
+        self.usage = c.get("usage").and_then(Usage::from_openai);
+        let choice = c
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first());
+        let message = choice.and_then(|ch| ch.get("message"));
+        let mut content = Vec::new();
+        if let Some(text) = message
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            self.tally.text(text);
+            content.push(json!({"type": "text", "text": text}));
+        }
+        let calls = message
+            .and_then(|m| m.get("tool_calls"))
+            .and_then(Value::as_array);
+        for call in calls.into_iter().flatten() {
+            let f = call.get("function");
+            let args = f
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+                .unwrap_or("{}");
+            self.tally.text(args);
+            let input = serde_json::from_str::<Value>(args)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            content.push(json!({"type": "tool_use", "id": call.get("id"),
+                                "name": f.and_then(|f| f.get("name")), "input": input}));
+        }
+        let finish = choice
+            .and_then(|ch| ch.get("finish_reason"))
+            .and_then(Value::as_str)
+            .unwrap_or("stop");
+        json!({"id": c.get("id"), "type": "message", "role": "assistant",
+               "model": c.get("model"), "content": content,
+               "stop_reason": stop_reason(finish), "stop_sequence": null,
+               "usage": anthropic_usage(&self.usage.unwrap_or_default())})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn end(&mut self, end: End) -> Vec<u8> {
+        match end {
+            End::Tail(mut bytes) => {
+                // A stream that ended without `[DONE]` still ends as Anthropic's does.
+                if self.ok && self.stop.is_some() {
+                    self.finish_stream(&mut bytes);
+                }
+                bytes
+            }
+            End::Body(body) if self.ok => self.message(&body),
+            End::Body(body) => {
+                protocol::rewrap_error(Wire::OpenAi, Wire::Anthropic, self.status, &body)
+            }
+        }
+    }
+}
+
+impl Reader for ToMessages {
+    fn push(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
+        let out = frames.push(chunk, &mut |e, out| self.on_event(e, out));
+        self.frames = frames;
+        Some(out)
+    }
+
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
+        let end = frames.finish(&mut |e, out| self.on_event(e, out));
+        self.frames = frames;
+        Some(self.end(end))
+    }
+
+    fn rewrites(&self) -> bool {
+        true
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or_default()
+    }
+
+    fn has_usage(&self) -> bool {
+        self.usage.is_some()
+    }
+
+    fn seen_chars(&self) -> u64 {
+        self.tally.seen
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.tally.model.as_deref()
+    }
+
+    fn text(&self) -> Option<&str> {
+        self.tally.text.as_deref()
+    }
+}

@@ -1,0 +1,188 @@
+//! Translation between OpenAI chat completions and Anthropic Messages, both ways: a request
+//! of one protocol shaped for an instance of the other, and its answer (a JSON body, a
+//! stream event by event, an error) turned back into what the client's SDK reads. A field
+//! that has no counterpart is refused with a 400 naming it, never dropped unsaid.
+//!
+//! `chat_to_messages`: OpenAI clients served by an `anthropic` instance.
+//! `messages_to_chat`: Anthropic clients (Claude Code) served by an OpenAI-compatible one.
+
+pub mod chat_to_messages;
+pub mod messages_to_chat;
+
+use serde_json::{Map, Value};
+
+use super::{Request, Upstream};
+use crate::body::BodyError;
+use crate::config::Instance;
+use crate::error::ProxyError;
+use crate::sse::{Event, SseFramer, Verdict};
+use crate::usage::MAX_JSON_FOR_USAGE;
+
+/// The client's body as a JSON object, members in order.
+fn object(req: &Request<'_>) -> Result<Map<String, Value>, ProxyError> {
+    serde_json::from_str(req.body.text())
+        .map_err(|e| ProxyError::Body(BodyError::Invalid(e.to_string())))
+}
+
+fn untranslatable(field: impl Into<String>, to: &'static str) -> ProxyError {
+    ProxyError::Untranslatable {
+        field: field.into(),
+        to,
+    }
+}
+
+/// `options`, in the instance's protocol, over the translated body.
+fn merge_options(body: &mut Map<String, Value>, instance: &Instance) {
+    for (key, raw) in &instance.options {
+        if let Ok(v) = serde_json::from_str::<Value>(raw) {
+            body.insert(key.clone(), v);
+        }
+    }
+}
+
+/// The upstream request of a translated body.
+fn upstream<'c>(
+    instance: &'c Instance,
+    path: &'c str,
+    body: &Map<String, Value>,
+    req: &Request<'_>,
+    drop_usage_event: bool,
+    foreign_headers: &'static [&'static str],
+) -> Upstream<'c> {
+    Upstream {
+        cluster: &instance.cluster,
+        authority: &instance.target.authority,
+        path,
+        auth_headers: &instance.auth_headers,
+        drop_client_authorization: instance.has_auth,
+        preset_headers: instance.provider.headers(),
+        foreign_headers,
+        body: Some(Value::Object(body.clone()).to_string()),
+        stream: super::streams(instance, &req.client),
+        drop_usage_event,
+        model: super::model(instance, &req.client),
+    }
+}
+
+/// A value the other side takes as "not given": `null`, `false`, `0`, or `1` for `n`.
+fn is_default(key: &str, v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Number(n) => n.as_f64() == Some(if key == "n" { 1.0 } else { 0.0 }),
+        _ => false,
+    }
+}
+
+/// The text of a string, or of an array of text parts (`{"type": "text", "text": ...}`),
+/// joined; `None` when a part is not text.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                if p.get("type").and_then(Value::as_str) != Some("text") {
+                    return None;
+                }
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(p.get("text").and_then(Value::as_str)?);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn push_data(out: &mut Vec<u8>, data: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+fn push_event(out: &mut Vec<u8>, name: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    push_data(out, data);
+}
+
+/// The byte side of a translating reader: a stream is framed and every event replaced by
+/// its translation; a JSON body is held whole and translated at its end (past
+/// [`MAX_JSON_FOR_USAGE`] it passes on untranslated rather than be held in memory).
+pub struct Frames {
+    sse: Option<SseFramer>,
+    json: Vec<u8>,
+    overflow: bool,
+}
+
+impl Frames {
+    pub fn new(sse: bool) -> Frames {
+        Frames {
+            sse: sse.then(SseFramer::default),
+            json: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        self.sse.is_some()
+    }
+
+    /// A chunk: what goes on now.
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        on_event: &mut dyn FnMut(&Event, &mut Vec<u8>),
+    ) -> Vec<u8> {
+        match self.sse.as_mut() {
+            Some(framer) => {
+                let mut out = Vec::new();
+                framer.push(chunk, &mut |e| {
+                    on_event(e, &mut out);
+                    Verdict::Drop
+                });
+                out
+            }
+            None if self.overflow => chunk.to_vec(),
+            None => {
+                if self.json.len().saturating_add(chunk.len()) > MAX_JSON_FOR_USAGE {
+                    self.overflow = true;
+                    let mut out = std::mem::take(&mut self.json);
+                    out.extend_from_slice(chunk);
+                    return out;
+                }
+                self.json.extend_from_slice(chunk);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The end: a stream's last event, translated, or the whole JSON body to translate.
+    pub fn finish(&mut self, on_event: &mut dyn FnMut(&Event, &mut Vec<u8>)) -> End {
+        match self.sse.as_mut() {
+            Some(framer) => {
+                let mut out = Vec::new();
+                framer.finish(&mut |e| {
+                    on_event(e, &mut out);
+                    Verdict::Drop
+                });
+                End::Tail(out)
+            }
+            None if self.overflow => End::Tail(Vec::new()),
+            None => End::Body(std::mem::take(&mut self.json)),
+        }
+    }
+}
+
+/// How an answer ended.
+pub enum End {
+    /// Bytes to send last (a stream's translated tail).
+    Tail(Vec<u8>),
+    /// The whole JSON body, to translate.
+    Body(Vec<u8>),
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
