@@ -6,6 +6,7 @@ pub mod demo;
 pub mod envoy;
 pub mod examples;
 pub mod mock;
+pub mod rls;
 
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use mock::{MockLlm, Recorded, Reply};
