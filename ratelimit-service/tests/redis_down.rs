@@ -200,10 +200,14 @@ async fn envoy_flavor_fails_fast_while_redis_is_down_and_recovers_at_once() {
     )
     .await;
     assert!(
-        after < Duration::from_millis(500),
+        after < Duration::from_secs(1),
         "recovered {after:?} after Redis"
     );
-    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
