@@ -122,3 +122,46 @@ ensure_prometheus() {
     "$bin" --version 2>&1 | head -n 1 >&2
     export PROMETHEUS_BIN="$bin"
 }
+
+# apt-get install, as root or through sudo (Debian).
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "installing $* needs root or sudo" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Debian's redis-server: the tests run it as a plain process on a free port (no daemon).
+ensure_redis() {
+    command -v redis-server >/dev/null && return
+    say "installing redis-server (Debian)"
+    apt_install redis-server
+    redis-server --version >/dev/null
+}
+
+# The test rate limit service (ratelimit-service/: limitador with RocksDB compiled from C++
+# source, about 11 minutes cold on 2 cores). Its target dir lives outside the clone, keyed by
+# its lock file, so a fresh checkout on this machine reuses the build. Exports RLS_TARGET_DIR
+# (for `cargo test --manifest-path ratelimit-service/Cargo.toml`) and RLS_BIN.
+RLS_DIR="$ROOT/ratelimit-service"
+build_rls() {
+    local missing=() p key
+    if command -v dpkg >/dev/null; then
+        for p in libclang-dev libssl-dev pkg-config; do
+            dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+        done
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} (Debian) to build the rate limit service"
+        apt_install "${missing[@]}"
+    fi
+    key="$(sha256sum "$RLS_DIR/Cargo.lock" | cut -c1-12)"
+    export RLS_TARGET_DIR="${AI_PROXY_CACHE:-$HOME/.cache/envoy-ai-proxy}/rls-target-$key"
+    say "building the test rate limit service (target dir $RLS_TARGET_DIR)"
+    CARGO_TARGET_DIR="$RLS_TARGET_DIR" cargo build --locked --manifest-path "$RLS_DIR/Cargo.toml"
+    export RLS_BIN="$RLS_TARGET_DIR/debug/ai-ratelimit-service"
+    ls -l "$RLS_BIN" >&2
+}

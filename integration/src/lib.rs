@@ -10,6 +10,7 @@ pub mod examples;
 pub mod grafana;
 pub mod mock;
 pub mod prometheus;
+pub mod rls;
 pub mod scenarios;
 
 pub use envoy::{Envoy, EnvoyBuilder};
