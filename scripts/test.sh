@@ -10,6 +10,12 @@ results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 # Runs cargo test, keeping its "test result:" lines for the total at the end.
 cargo_test() { cargo test --locked "$@" 2>&1 | tee -a "$results"; }
+# The test rate limit service is its own workspace (ratelimit-service/), built by build_rls.
+rls_tests() {
+    cargo fmt --manifest-path ratelimit-service/Cargo.toml -- --check
+    CARGO_TARGET_DIR="$RLS_TARGET_DIR" cargo test --locked \
+        --manifest-path ratelimit-service/Cargo.toml 2>&1 | tee -a "$results"
+}
 step() {
     local name="$1"; shift
     local t=$SECONDS
@@ -23,11 +29,14 @@ step "set-up: Envoy" ensure_envoy
 step "set-up: Python tools (openai and anthropic SDKs, jsonschema, PyYAML)" ensure_python_tools
 step "set-up: Node tools (openai npm package, Vercel AI SDK)" ensure_node_tools
 step "set-up: Prometheus (Debian package, for the dashboard test)" ensure_prometheus
+step "set-up: Redis (Debian package, run as a plain process by the tests)" ensure_redis
+step "set-up: the test rate limit service (limitador crate; built once, cached outside the clone)" build_rls
 step "fmt" cargo fmt --all -- --check
 step "clippy (native, all targets)" cargo clippy --locked --workspace --all-targets -- -D warnings
 step "clippy (wasm32, the filter)" cargo clippy --locked --release --target wasm32-wasip1 -p envoy-ai-proxy --lib -- -D warnings
 step "unit tests" cargo_test -p envoy-ai-proxy
 step "wasm build" build_wasm
+step "rate limit service: fmt and tests (real Redis)" rls_tests
 step "integration tests (real Envoy)" cargo_test -p integration
 say "all checks passed in $((SECONDS - started))s"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

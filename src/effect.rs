@@ -230,6 +230,13 @@ impl Out {
             effects,
         }
     }
+
+    /// The same, with `first` applied before its effects.
+    pub fn preceded_by(mut self, mut first: Vec<Effect>) -> Out {
+        first.append(&mut self.effects);
+        self.effects = first;
+        self
+    }
 }
 
 #[cfg(test)]

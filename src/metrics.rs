@@ -89,6 +89,11 @@ pub mod name {
     pub fn ratelimit_rejections(instance: &str) -> String {
         format!("aiproxy.instance.{instance}.ratelimit_rejections_total")
     }
+    /// Checks and settlements the rate limit service did not take (refused, timed out,
+    /// failed, or not dispatched).
+    pub fn rate_limit_service_failures() -> String {
+        "aiproxy.rate_limit_service_failures_total".to_string()
+    }
     /// Tokens used in the current window; consumer `all` for the route's own limit.
     pub fn ratelimit_used(instance: &str, consumer: &str) -> String {
         format!("aiproxy.instance.{instance}.consumer.{consumer}.ratelimit_used_tokens")

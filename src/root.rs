@@ -164,8 +164,9 @@ fn probe_usage(p: &Plugin, index: usize, body: &[u8], host: &dyn Host) -> Vec<Ef
             config: &p.config,
             scope: &p.scope,
             consumer: None,
+            estimate: None,
         };
-        out.extend(q.settle(&ctx, index, &usage, host));
+        out.extend(q.settle(&ctx, index, &usage, None, host));
     }
     out
 }

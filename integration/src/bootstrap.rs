@@ -33,6 +33,9 @@ pub struct Options {
     pub access_log: Option<String>,
     /// Tests: clusters sent to 127.0.0.1:<port> over plain HTTP instead of the provider.
     pub local_clusters: BTreeMap<String, u16>,
+    /// Where the rate limit service of `rate_limiting.service` is (`host:port`); default:
+    /// the cluster's name as a DNS name, port 8081 (Limitador's gRPC port).
+    pub rls_address: Option<(String, u16)>,
     /// A comment at the top.
     pub header: String,
 }
@@ -71,6 +74,7 @@ impl Default for Options {
             route: None,
             access_log: None,
             local_clusters: BTreeMap::new(),
+            rls_address: None,
             header: String::new(),
         }
     }
@@ -166,15 +170,52 @@ fn cluster(spec: &ClusterSpec, local: Option<u16>) -> Value {
     c
 }
 
+/// HTTP/2 to a cluster's hosts (gRPC), as `typed_extension_protocol_options`.
+pub fn http2_options() -> Value {
+    json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}
+    }})
+}
+
+/// Limitador's gRPC port, where `rate_limiting.service` points when no address is given.
+pub const RLS_PORT: u16 = 8081;
+
+/// The rate limit service's cluster: HTTP/2 (gRPC), plain text.
+fn rls_cluster(name: &str, address: Option<&(String, u16)>, local: Option<u16>) -> Value {
+    let (host, port) = match (local, address) {
+        (Some(p), _) => ("127.0.0.1".to_string(), p),
+        (None, Some((h, p))) => (h.clone(), *p),
+        (None, None) => (name.to_string(), RLS_PORT),
+    };
+    let spec = ClusterSpec {
+        name: name.to_string(),
+        host,
+        port,
+        tls: false,
+    };
+    let mut c = cluster(&spec, None);
+    c["typed_extension_protocol_options"] = http2_options();
+    c
+}
+
 /// The bootstrap, as YAML.
 pub fn generate(plugin_config: &Value, opts: &Options) -> anyhow::Result<String> {
     let parsed = envoy_ai_proxy::config::parse(plugin_config.to_string().as_bytes())
         .map_err(|e| anyhow!("invalid plugin configuration: {e}"))?;
     let specs = cluster_specs(&parsed).map_err(|e| anyhow!(e))?;
-    let clusters: Vec<Value> = specs
+    let mut clusters: Vec<Value> = specs
         .iter()
         .map(|s| cluster(s, opts.local_clusters.get(&s.name).copied()))
         .collect();
+    if let Some(service) = &parsed.rate_limits.service {
+        let local = opts.local_clusters.get(&service.cluster).copied();
+        clusters.push(rls_cluster(
+            &service.cluster,
+            opts.rls_address.as_ref(),
+            local,
+        ));
+    }
     let cluster_header = parsed.cluster_header.clone();
 
     let mut filters = Vec::new();

@@ -128,6 +128,8 @@ pub fn validate_with_env(bootstrap: &str, env: &[(&str, &str)]) -> anyhow::Resul
 pub struct Cluster {
     pub name: String,
     pub port: u16,
+    /// HTTP/2 to the upstream (a gRPC service).
+    pub grpc: bool,
 }
 
 impl Cluster {
@@ -135,11 +137,12 @@ impl Cluster {
         Cluster {
             name: name.to_string(),
             port,
+            grpc: false,
         }
     }
 
     fn to_json(&self) -> Value {
-        json!({
+        let mut c = json!({
             "name": self.name,
             "type": "STATIC",
             "connect_timeout": "1s",
@@ -148,7 +151,11 @@ impl Cluster {
                 "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
                     "socket_address": {"address": "127.0.0.1", "port_value": self.port}}}}]}]
             }
-        })
+        });
+        if self.grpc {
+            c["typed_extension_protocol_options"] = crate::bootstrap::http2_options();
+        }
+        c
     }
 }
 
@@ -173,6 +180,15 @@ pub struct EnvoyBuilder {
 impl EnvoyBuilder {
     pub fn cluster(mut self, name: &str, port: u16) -> Self {
         self.clusters.push(Cluster::new(name, port));
+        self
+    }
+
+    /// A gRPC service's cluster (HTTP/2): a rate limit service.
+    pub fn grpc_cluster(mut self, name: &str, port: u16) -> Self {
+        self.clusters.push(Cluster {
+            grpc: true,
+            ..Cluster::new(name, port)
+        });
         self
     }
 

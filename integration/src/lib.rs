@@ -12,6 +12,7 @@ pub mod mock;
 pub mod prometheus;
 pub mod rls;
 pub mod scenarios;
+pub mod services;
 
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use mock::{MockLlm, Recorded, Reply};

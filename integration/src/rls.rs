@@ -13,7 +13,7 @@
 //! `time_window` is none of them, or whose `limit` exceeds its u32 `requests_per_unit`, is
 //! left out with a comment saying why.
 
-use envoy_ai_proxy::config::{Config, LimitSet};
+use envoy_ai_proxy::config::{Config, LimitSet, RlsProtocol};
 use envoy_ai_proxy::ratelimit::Limit;
 
 /// One limit the filter sends a descriptor for.
@@ -184,6 +184,20 @@ pub fn envoy_ratelimit_config(config: &Config, domain: &str) -> String {
         }
     }
     out
+}
+
+/// The service's limits file for a plugin configuration with `rate_limiting.service`:
+/// Limitador's limits (`protocol: limitador`) or envoyproxy/ratelimit's config (`envoy`).
+pub fn service_limits_file(plugin_config: &serde_json::Value) -> anyhow::Result<String> {
+    let config = envoy_ai_proxy::config::parse(plugin_config.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("invalid plugin configuration: {e}"))?;
+    let Some(service) = config.rate_limits.service.as_ref() else {
+        anyhow::bail!("the configuration has no `rate_limiting.service`");
+    };
+    Ok(match service.protocol {
+        RlsProtocol::Limitador => limitador_limits(&config, &service.domain),
+        RlsProtocol::Envoy => envoy_ratelimit_config(&config, &service.domain),
+    })
 }
 
 #[cfg(test)]

@@ -224,6 +224,14 @@ fn edge_valid() -> Vec<Case> {
                                   "rejected_code": 599, "limit_strategy": "prompt_tokens"}}]}),
         ),
         (
+            "a rate limit service and reservations, limits only for consumers",
+            json!({"provider": "openai",
+                   "rate_limiting": {"service": {"cluster": "rls", "domain": "d", "protocol": "envoy",
+                                                 "timeout_ms": 10000, "failure_mode_deny": true},
+                                     "reserve": "max_tokens", "default_reserve": 1},
+                   "consumers": [{"name": "j", "rate_limiting": {"limit": 5, "time_window": 60}}]}),
+        ),
+        (
             "headers renamed: the consumer header may take the default cluster header's name",
             json!({"provider": "openai", "cluster_header": "x-route",
                    "consumer_header": "X-AI-Proxy-Cluster",
@@ -291,6 +299,25 @@ fn invalid() -> Vec<Case> {
         ),
         ("unknown field in an instance", inst(json!({"weigth": 1}))),
         ("unknown provider", json!({"provider": "bedrock"})),
+        (
+            "rate limit service without a cluster",
+            limits(json!({"limit": 1, "time_window": 1, "service": {}})),
+        ),
+        (
+            "rate limit service with an unknown protocol",
+            limits(
+                json!({"limit": 1, "time_window": 1, "service": {"cluster": "r", "protocol": "redis"}}),
+            ),
+        ),
+        (
+            "a consumer's limits with a service",
+            json!({"provider": "openai", "consumers": [{"name": "j", "rate_limiting":
+                {"limit": 1, "time_window": 1, "service": {"cluster": "r"}}}]}),
+        ),
+        (
+            "unknown reservation mode",
+            limits(json!({"limit": 1, "time_window": 1, "reserve": "all"})),
+        ),
         (
             "azure-openai without endpoint",
             json!({"provider": "azure-openai"}),

@@ -22,7 +22,7 @@ pub use secrets::{references, Secrets};
 use instance::{
     check_token, compile_instance, compile_instances, header_name_field, InstanceParts,
 };
-use policy::{compile_balancer, compile_fallback, compile_limits};
+use policy::{compile_balancer, compile_fallback};
 
 /// Default per-attempt upstream timeout (APISIX `timeout`), in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -80,6 +80,31 @@ pub struct Config {
 pub struct RateLimits {
     pub route: Option<LimitSet>,
     pub consumers: Vec<(String, LimitSet)>,
+    /// `rate_limiting.service`: the counters live there instead of in shared data.
+    pub service: Option<Service>,
+    /// `rate_limiting.reserve: "max_tokens"`: admit only when an upper-bound estimate fits.
+    pub reserve: bool,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_reserve: u64,
+}
+
+/// The wire protocol of a rate limit service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RlsProtocol {
+    /// Kuadrant's `CheckRateLimit` / `Report` (Limitador), `Reserve` / `Commit` to reserve.
+    Limitador,
+    /// Envoy's RLS v3 `ShouldRateLimit` (any rate limit service).
+    Envoy,
+}
+
+/// `rate_limiting.service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub cluster: String,
+    pub domain: String,
+    pub protocol: RlsProtocol,
+    pub timeout_ms: u64,
+    pub failure_mode_deny: bool,
 }
 
 impl RateLimits {
@@ -351,9 +376,9 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
-    let route_limits = match raw.rate_limiting {
-        Some(r) => Some(compile_limits("rate_limiting", r, &instances, None)?),
-        None => None,
+    let (route_limits, service, reserve) = match raw.rate_limiting {
+        Some(r) => policy::compile_route_limits(r, &instances)?,
+        None => (None, None, None),
     };
     let mut consumers: Vec<(String, LimitSet)> = Vec::new();
     for (i, c) in raw.consumers.unwrap_or_default().into_iter().enumerate() {
@@ -365,7 +390,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("`{}` is listed twice", c.name),
             ));
         }
-        let set = compile_limits(
+        let set = policy::compile_consumer_limits(
             &format!("{at}.rate_limiting"),
             c.rate_limiting,
             &instances,
@@ -373,9 +398,27 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         )?;
         consumers.push((c.name, set));
     }
+    if let Some(s) = &service {
+        if instances.iter().any(|i| i.cluster == s.cluster) {
+            return Err(ConfigError::new(
+                "rate_limiting.service.cluster",
+                "is an instance's cluster: the rate limit service needs its own (HTTP/2)",
+            ));
+        }
+    }
+    let (reserve, default_reserve) = reserve.unwrap_or((false, policy::DEFAULT_RESERVE));
+    if (service.is_some() || reserve) && route_limits.is_none() && consumers.is_empty() {
+        return Err(ConfigError::new(
+            "rate_limiting",
+            "gives no limit: set `limit` and `time_window`, `instances`, or consumers' limits",
+        ));
+    }
     let rate_limits = RateLimits {
         route: route_limits,
         consumers,
+        service,
+        reserve,
+        default_reserve,
     };
 
     let mut owned_keys: Vec<String> = ["model", "stream", "stream_options"]

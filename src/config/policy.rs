@@ -1,11 +1,124 @@
 //! Policies across instances: token limits (APISIX `ai-rate-limiting`), the balancer and
 //! the fallback strategy.
 
-use super::{raw, ConfigError, Instance, LimitSet};
+use super::{raw, ConfigError, Instance, LimitSet, RlsProtocol, Service};
 use crate::balancer::key::{self, KeySource};
 use crate::balancer::Algorithm;
 use crate::fallback::Policy;
 use crate::ratelimit::{Limit, Strategy};
+
+/// Completion tokens reserved for a request that sets no `max_tokens` (`reserve`).
+pub const DEFAULT_RESERVE: u64 = 1024;
+
+/// The route's `rate_limiting`: its limits (none when it only names the service or the
+/// reservation mode), the service, and (`reserve`, `default_reserve`).
+#[allow(clippy::type_complexity)]
+pub(super) fn compile_route_limits(
+    mut raw: raw::RawRateLimiting,
+    instances: &[Instance],
+) -> Result<(Option<LimitSet>, Option<Service>, Option<(bool, u64)>), ConfigError> {
+    let service = raw.service.take().map(compile_service).transpose()?;
+    let reserve = match raw.reserve.take().as_deref() {
+        None | Some("none") => false,
+        Some("max_tokens") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "rate_limiting.reserve",
+                format!("unknown mode `{other}`; supported: none, max_tokens"),
+            ))
+        }
+    };
+    let default_reserve = match raw.default_reserve.take() {
+        Some(0) => {
+            return Err(ConfigError::new(
+                "rate_limiting.default_reserve",
+                "must be at least 1 (tokens)",
+            ))
+        }
+        Some(n) => n,
+        None => DEFAULT_RESERVE,
+    };
+    let gives_limits = raw.limit.is_some() || raw.time_window.is_some() || raw.instances.is_some();
+    let set = if gives_limits || (service.is_none() && !reserve) {
+        Some(compile_limits("rate_limiting", raw, instances, None)?)
+    } else {
+        None
+    };
+    Ok((set, service, Some((reserve, default_reserve))))
+}
+
+/// A consumer's `rate_limiting`: limits only (the service and the reservation mode are the
+/// route's).
+pub(super) fn compile_consumer_limits(
+    at: &str,
+    raw: raw::RawRateLimiting,
+    instances: &[Instance],
+    inherit: Option<&LimitSet>,
+) -> Result<LimitSet, ConfigError> {
+    for (field, given) in [
+        ("service", raw.service.is_some()),
+        ("reserve", raw.reserve.is_some()),
+        ("default_reserve", raw.default_reserve.is_some()),
+    ] {
+        if given {
+            return Err(ConfigError::new(
+                format!("{at}.{field}"),
+                "belongs to the route's `rate_limiting`, for every consumer",
+            ));
+        }
+    }
+    compile_limits(at, raw, instances, inherit)
+}
+
+/// The longest a check may wait for the service.
+const MAX_SERVICE_TIMEOUT_MS: u64 = 10_000;
+
+fn compile_service(raw: raw::RawService) -> Result<Service, ConfigError> {
+    let at = |f: &str| format!("rate_limiting.service.{f}");
+    let cluster = raw.cluster.filter(|c| !c.is_empty()).ok_or_else(|| {
+        ConfigError::new(
+            at("cluster"),
+            "is required: the Envoy cluster of the rate limit service",
+        )
+    })?;
+    if cluster.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ConfigError::new(
+            at("cluster"),
+            "must not contain spaces or control characters",
+        ));
+    }
+    let domain = raw.domain.unwrap_or_else(|| "ai-proxy".into());
+    if domain.is_empty() || domain.bytes().any(|b| b < b' ' || b == 0x7f) {
+        return Err(ConfigError::new(
+            at("domain"),
+            "must be a non-empty name without control characters",
+        ));
+    }
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("limitador") => RlsProtocol::Limitador,
+        Some("envoy") => RlsProtocol::Envoy,
+        Some(other) => {
+            return Err(ConfigError::new(
+                at("protocol"),
+                format!("unknown protocol `{other}`; supported: limitador, envoy"),
+            ))
+        }
+    };
+    let timeout_ms = raw.timeout_ms.unwrap_or(200);
+    if !(1..=MAX_SERVICE_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(ConfigError::new(
+            at("timeout_ms"),
+            format!("must be between 1 and {MAX_SERVICE_TIMEOUT_MS} (milliseconds)"),
+        ));
+    }
+    Ok(Service {
+        cluster,
+        domain,
+        protocol,
+        timeout_ms,
+        failure_mode_deny: raw.failure_mode_deny.unwrap_or(false),
+    })
+}
 
 /// A `rate_limiting` block at `at`. `inherit`: the route's block, whose rejection settings
 /// a consumer's block takes when it gives none.

@@ -159,6 +159,21 @@ pub struct RawRateLimiting {
     pub rejected_code: Option<u16>,
     pub rejected_msg: Option<String>,
     pub show_limit_quota_header: Option<bool>,
+    /// Route level only: the shared rate limit service, and reservations.
+    pub service: Option<RawService>,
+    pub reserve: Option<String>,
+    pub default_reserve: Option<u64>,
+}
+
+/// `rate_limiting.service`: a rate limit service holding one budget for many Envoys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub cluster: Option<String>,
+    pub domain: Option<String>,
+    pub protocol: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub failure_mode_deny: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

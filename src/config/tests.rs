@@ -677,3 +677,83 @@ fn apisix_azure_and_gemini_configurations_load_unchanged() {
     let err = parse_json(json!({"provider": "azure-openai"})).unwrap_err();
     assert_eq!(err.path, "override.endpoint");
 }
+
+#[test]
+fn rate_limit_service_and_reservations() {
+    let c = parse_json(json!({"provider": "openai",
+        "rate_limiting": {"limit": 30, "time_window": 60, "service": {"cluster": "rls"}}}))
+    .unwrap();
+    assert_eq!(
+        c.rate_limits.service,
+        Some(Service {
+            cluster: "rls".into(),
+            domain: "ai-proxy".into(),
+            protocol: RlsProtocol::Limitador,
+            timeout_ms: 200,
+            failure_mode_deny: false,
+        })
+    );
+    assert!(!c.rate_limits.reserve);
+    assert_eq!(c.rate_limits.default_reserve, 1024);
+    // Only consumers' limits: the route's block may carry just the service and the mode.
+    let c = parse_json(json!({"provider": "openai",
+        "rate_limiting": {"service": {"cluster": "rls", "protocol": "envoy", "domain": "x",
+                                      "timeout_ms": 50, "failure_mode_deny": true},
+                          "reserve": "max_tokens", "default_reserve": 64},
+        "consumers": [{"name": "john", "rate_limiting": {"limit": 5, "time_window": 60}}]}))
+    .unwrap();
+    assert!(c.rate_limits.route.is_none());
+    let s = c.rate_limits.service.unwrap();
+    assert_eq!(
+        (s.protocol, s.domain.as_str(), s.timeout_ms),
+        (RlsProtocol::Envoy, "x", 50)
+    );
+    assert!(s.failure_mode_deny && c.rate_limits.reserve);
+    assert_eq!(c.rate_limits.default_reserve, 64);
+
+    let cases = [
+        (json!({"service": {}}), "rate_limiting.service.cluster"),
+        (
+            json!({"service": {"cluster": "a b"}}),
+            "rate_limiting.service.cluster",
+        ),
+        (
+            json!({"service": {"cluster": "r", "protocol": "redis"}}),
+            "rate_limiting.service.protocol",
+        ),
+        (
+            json!({"service": {"cluster": "r", "timeout_ms": 0}}),
+            "rate_limiting.service.timeout_ms",
+        ),
+        (
+            json!({"service": {"cluster": "r", "domain": ""}}),
+            "rate_limiting.service.domain",
+        ),
+        (
+            json!({"service": {"cluster": "r", "tls": true}}),
+            "rate_limiting.service.tls",
+        ),
+        (
+            json!({"limit": 1, "time_window": 1, "reserve": "all"}),
+            "rate_limiting.reserve",
+        ),
+        (
+            json!({"limit": 1, "time_window": 1, "default_reserve": 0}),
+            "rate_limiting.default_reserve",
+        ),
+        (json!({"service": {"cluster": "r"}}), "rate_limiting"),
+        (
+            json!({"limit": 1, "time_window": 1, "service": {"cluster": "openai"}}),
+            "rate_limiting.service.cluster",
+        ),
+    ];
+    for (rl, path) in cases {
+        let err = parse_json(json!({"provider": "openai", "rate_limiting": rl})).unwrap_err();
+        assert_eq!(err.path, path, "{rl}: {err}");
+    }
+    let err = parse_json(json!({"provider": "openai",
+        "consumers": [{"name": "j", "rate_limiting": {"limit": 5, "time_window": 60,
+                                                      "service": {"cluster": "r"}}}]}))
+    .unwrap_err();
+    assert_eq!(err.path, "consumers[0].rate_limiting.service");
+}

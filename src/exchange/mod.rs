@@ -23,8 +23,9 @@ use crate::metrics::Models;
 use crate::outcome::Cause;
 use crate::protocol;
 use crate::provider::ApiKind;
-use crate::quota::{self, Admission, Ctx};
+use crate::quota::{self, Admission, Ctx, Hold};
 use crate::ratelimit::Quota;
+use crate::usage::Usage;
 
 use account::Accounting;
 
@@ -77,18 +78,19 @@ impl Plugin {
         label_in(&self.consumers, consumer)
     }
 
-    fn quota_ctx<'a>(&'a self, consumer: Option<&'a str>) -> Ctx<'a> {
+    fn quota_ctx<'a>(&'a self, consumer: Option<&'a str>, estimate: Option<Usage>) -> Ctx<'a> {
         Ctx {
             config: &self.config,
             scope: &self.scope,
             consumer,
+            estimate,
         }
     }
 
     /// This request's token limits (`None` without limits).
     fn admission(&self, consumer: Option<&str>, host: &dyn Host) -> Option<Admission> {
         let q = self.quota.as_ref()?;
-        Some(q.admission(&self.quota_ctx(consumer), host))
+        Some(q.admission(&self.quota_ctx(consumer, None), host))
     }
 
     fn unhealthy(&self, host: &dyn Host) -> Vec<bool> {
@@ -192,6 +194,10 @@ pub struct Exchange {
     acct: Accounting,
     /// Per instance, the quota to show in the response headers (from admission).
     shown: Vec<Option<Quota>>,
+    /// The request's upper-bound usage, when the configuration reserves.
+    estimate: Option<Usage>,
+    /// What the quota backend holds for the request until it is settled or released.
+    hold: Option<Hold>,
     charged: bool,
 }
 
@@ -210,6 +216,8 @@ impl Exchange {
             admission: None,
             acct: Accounting::default(),
             shown: Vec::new(),
+            estimate: None,
+            hold: None,
             charged: false,
         }
     }
@@ -254,6 +262,12 @@ impl Exchange {
                 purpose: Purpose::Quota(_),
                 result,
             } => self.check_dispatched(p, result, host),
+            Input::Dispatched {
+                purpose: Purpose::Settle,
+                result: Err(e),
+            } => Out::go(p.quota.as_ref().map_or_else(Vec::new, |q| {
+                q.failure(&format!("cannot send a settlement: {e}"), host)
+            })),
             Input::Dispatched { .. } => Out::go(Vec::new()),
             Input::Failed(why) => {
                 let err = ProxyError::Internal(format!("could not shape the request ({why})"));
@@ -268,6 +282,11 @@ impl Exchange {
                     effects = self.completed(p, host);
                 }
                 self.phase = Phase::Done;
+                // Held for a request that got no answer to charge: given back.
+                if let (Some(hold), Some(q)) = (self.hold.take(), p.quota.as_ref()) {
+                    let ctx = p.quota_ctx(self.consumer.as_deref(), None);
+                    effects.extend(q.release(&ctx, &hold, host));
+                }
                 effects.extend(self.acct.finish(p, host));
                 Out::go(effects)
             }
@@ -334,8 +353,9 @@ impl Exchange {
             return out;
         };
         let usage = self.acct.usage();
-        let ctx = plugin.quota_ctx(self.consumer.as_deref());
-        out.extend(q.settle(&ctx, answer.index, &usage, host));
+        let ctx = plugin.quota_ctx(self.consumer.as_deref(), None);
+        let hold = self.hold.take();
+        out.extend(q.settle(&ctx, answer.index, &usage, hold.as_ref(), host));
         out
     }
 }

@@ -146,6 +146,7 @@ mod tests {
                 config: c,
                 scope: "s",
                 consumer: None,
+                estimate: None,
             };
             local::Local::new(c, "s").admission(&q, host)
         }

@@ -220,18 +220,20 @@ impl Exchange {
         }
     }
 
-    /// Sends the request to instance `index`, admitted after a quota service's answer.
+    /// Sends the request to instance `index`, admitted by the quota backend. `paused`: as
+    /// for [`Exchange::sent_first`].
     pub(super) fn send_first(
         &mut self,
         plugin: &Plugin,
         body: Vec<u8>,
         index: usize,
+        paused: bool,
         host: &dyn Host,
     ) -> Out {
         let shaped = protocol::read_request(&body, &plugin.config, self.api)
             .and_then(|req| self.shape_first(plugin, &req, body.len(), index));
         match shaped {
-            Ok(effects) => self.sent_first(plugin, body, index, effects, true, host),
+            Ok(effects) => self.sent_first(plugin, body, index, effects, paused, host),
             Err(e) => self.refuse(plugin, &e),
         }
     }

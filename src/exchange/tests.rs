@@ -656,14 +656,21 @@ mod asking {
                 }),
             })
         }
-        fn answer(&self, _: &Ctx<'_>, _: usize, status: u32, message: &[u8]) -> Verdict {
+        fn answer(
+            &self,
+            _: &Ctx<'_>,
+            _: usize,
+            status: u32,
+            message: &[u8],
+            _: &dyn Host,
+        ) -> Verdict {
             let quota = |remaining| Quota {
                 limit: 30,
                 remaining,
                 reset_secs: 7,
             };
             match (status, message) {
-                (0, b"ok") => Verdict::Admit(Some((quota(20), SetId::Route))),
+                (0, b"ok") => Verdict::Admit(Some((quota(20), SetId::Route)), None),
                 (0, b"over") => Verdict::Exhausted(quota(0), SetId::Route),
                 _ => Verdict::Unknown,
             }
@@ -671,7 +678,14 @@ mod asking {
         fn deny_on_failure(&self) -> bool {
             self.deny
         }
-        fn settle(&self, _: &Ctx<'_>, _: usize, u: &Usage, _: &dyn Host) -> Vec<Effect> {
+        fn settle(
+            &self,
+            _: &Ctx<'_>,
+            _: usize,
+            u: &Usage,
+            _: Option<&crate::quota::Hold>,
+            _: &dyn Host,
+        ) -> Vec<Effect> {
             vec![Effect::counter("settled".into(), u.total_tokens)]
         }
         fn start(&self, _: &dyn Host) {}
@@ -1084,4 +1098,69 @@ fn the_filter_answers_messages_clients_in_anthropic_s_shape() {
         .as_str()
         .unwrap()
         .contains("`top_k`"));
+}
+
+/// `reserve: "max_tokens"` through the whole exchange: the estimate is held while the
+/// request runs, settled to the real usage, given back when no answer comes, and a request
+/// whose estimate does not fit is refused (or goes to an instance where it fits).
+#[test]
+fn reservations_hold_the_estimate_until_the_answer() {
+    let mut t = T::new(json!({"provider": "openai",
+        "rate_limiting": {"limit": 150, "time_window": 60, "reserve": "max_tokens",
+                          "limit_strategy": "completion_tokens"}}));
+    let mut body = chat();
+    body["max_tokens"] = json!(100);
+    assert_eq!(t.request(&body), Step::Continue);
+    assert_eq!(t.used("openai", None, 60), 100, "held while it runs");
+    t.respond(
+        200,
+        None,
+        &[("content-type", "application/json")],
+        &answer(5, 40),
+    );
+    t.on(Input::Log);
+    assert_eq!(t.used("openai", None, 60), 40, "settled to the real usage");
+    // 40 + 100 fits in 150; a second 100 then does not: refused, nothing held.
+    t.next();
+    assert_eq!(t.request(&body), Step::Continue);
+    assert_eq!(t.used("openai", None, 60), 140);
+    let mut third = Exchange::new(Some(t.plugin.clone()));
+    std::mem::swap(&mut t.ex, &mut third);
+    t.request(&body);
+    assert_eq!(t.reply().0, 429);
+    assert_eq!(t.used("openai", None, 60), 140);
+    // The second one's client leaves before any answer: its hold goes back.
+    std::mem::swap(&mut t.ex, &mut third);
+    t.on(Input::Log);
+    assert_eq!(t.used("openai", None, 60), 40);
+}
+
+#[test]
+fn the_estimate_takes_the_largest_bound_given() {
+    let c = config::parse(
+        json!({"instances": [{"name": "a", "provider": "openai", "options": {"max_tokens": 300}},
+                             {"name": "b", "provider": "openai"}],
+               "rate_limiting": {"limit": 9999, "time_window": 60, "reserve": "max_tokens",
+                                 "default_reserve": 77}})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let body = br#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":120}"#;
+    let req = crate::protocol::read_request(body, &c, None).unwrap();
+    let e = admit::estimate(&req, body.len(), &c);
+    assert_eq!((e.prompt_tokens, e.completion_tokens), (19, 300));
+    let plain = config::parse(
+        json!({"provider": "openai", "rate_limiting": {"limit": 9, "time_window": 60,
+               "reserve": "max_tokens", "default_reserve": 77}})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let body = br#"{"messages":[]}"#;
+    let req = crate::protocol::read_request(body, &plain, None).unwrap();
+    assert_eq!(
+        admit::estimate(&req, body.len(), &plain).completion_tokens,
+        77
+    );
 }

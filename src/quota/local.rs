@@ -1,8 +1,10 @@
 //! Token counters in Envoy's shared data: one key per configuration, instance and consumer,
 //! read at admission and charged with compare-and-swap when an answer ends, so every worker
-//! of one Envoy sees the same numbers and no charge is lost.
+//! of one Envoy sees the same numbers and no charge is lost. With `reserve`, the request's
+//! upper-bound estimate is added at admission only if it fits, and settled to the real
+//! usage at the end: concurrent requests cannot overspend.
 
-use super::{applicable_sets, Admission, Backend, Ctx};
+use super::{applicable_sets, Admission, Backend, Check, Ctx, Held, Hold, Verdict};
 use crate::config::Config;
 use crate::effect::{Effect, Host};
 use crate::metrics::{self, name};
@@ -27,6 +29,7 @@ pub struct CounterSpec {
 
 pub struct Local {
     counters: Vec<CounterSpec>,
+    reserve: bool,
 }
 
 impl Local {
@@ -51,7 +54,10 @@ impl Local {
                 }
             }
         }
-        Local { counters }
+        Local {
+            counters,
+            reserve: config.rate_limits.reserve,
+        }
     }
 }
 
@@ -85,6 +91,51 @@ pub fn charge(
     written.ok_or(StoreError::CasMismatch)
 }
 
+/// Adds `tokens` only if the count stays within `limit`: `Ok(Some(counter))` when it was
+/// added, `Ok(None)` when it does not fit (nothing changes).
+pub fn reserve(
+    store: &dyn Store,
+    key: &str,
+    now_secs: u64,
+    limit: Limit,
+    tokens: u64,
+) -> Result<Option<Counter>, StoreError> {
+    store::update(store, key, |value| {
+        let current = Counter::at(value.and_then(Counter::decode), now_secs, limit.window_secs);
+        let used = current.used.checked_add(tokens)?;
+        (used <= limit.limit).then(|| {
+            let next = Counter {
+                window_start: current.window_start,
+                used,
+            };
+            (next.encode(), next)
+        })
+    })
+}
+
+/// Takes back `tokens` counted in the window starting at `window_start` (nothing when that
+/// window is over).
+pub fn give_back(
+    store: &dyn Store,
+    key: &str,
+    now_secs: u64,
+    window_secs: u64,
+    tokens: u64,
+    window_start: u64,
+) -> Result<(), StoreError> {
+    store::update(store, key, |value| {
+        let current = Counter::at(value.and_then(Counter::decode), now_secs, window_secs);
+        (current.window_start == window_start).then(|| {
+            let next = Counter {
+                window_start,
+                used: current.used.saturating_sub(tokens),
+            };
+            (next.encode(), ())
+        })
+    })
+    .map(|_| ())
+}
+
 impl Backend for Local {
     fn admission(&self, q: &Ctx<'_>, host: &dyn Host) -> Admission {
         let now = now_secs(host);
@@ -108,22 +159,106 @@ impl Backend for Local {
         Admission { per_instance }
     }
 
-    fn settle(&self, q: &Ctx<'_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect> {
+    fn check(&self, q: &Ctx<'_>, index: usize, host: &dyn Host) -> Check {
+        let (true, Some(estimate)) = (self.reserve, q.estimate) else {
+            return Check::Now(Verdict::Admit(None, None));
+        };
+        let Some(inst) = q.config.instances.get(index) else {
+            return Check::Now(Verdict::Unknown);
+        };
+        let now = now_secs(host);
+        let mut held: Vec<Option<(u64, u64)>> = Vec::new();
+        for (who, id, set) in applicable_sets(q.config, q.consumer) {
+            let Some(limit) = set.per_instance.get(index).copied().flatten() else {
+                held.push(None);
+                continue;
+            };
+            let tokens = set.strategy.tokens(&estimate);
+            let key = counter_key(q.scope, &inst.name, who);
+            match reserve(host.store(), &key, now, limit, tokens) {
+                Ok(Some(c)) => held.push(Some((tokens, c.window_start))),
+                Ok(None) => {
+                    // Does not fit: what this request took from other limits goes back.
+                    self.release(q, &hold(index, held), host);
+                    let counter = read(host.store(), &key, now, limit.window_secs);
+                    let mut quota = Quota::of(limit, counter, now);
+                    quota.remaining = 0;
+                    return Check::Now(Verdict::Exhausted(quota, id));
+                }
+                Err(e) => {
+                    log::warn!("envoy-ai-proxy: could not reserve {tokens} tokens on {key}: {e}");
+                    self.release(q, &hold(index, held), host);
+                    return Check::Now(Verdict::Unknown);
+                }
+            }
+        }
+        Check::Now(Verdict::Admit(None, Some(hold(index, held))))
+    }
+
+    fn settle(
+        &self,
+        q: &Ctx<'_>,
+        index: usize,
+        usage: &Usage,
+        hold: Option<&Hold>,
+        host: &dyn Host,
+    ) -> Vec<Effect> {
         let Some(inst) = q.config.instances.get(index) else {
             return Vec::new();
         };
+        // What was held on another instance (a fallback answered) goes back first.
+        let held = match hold {
+            Some(h) if h.index == index => counted(h),
+            Some(h) => {
+                self.release(q, h, host);
+                &[]
+            }
+            None => &[],
+        };
         let now = now_secs(host);
-        for (who, _, set) in applicable_sets(q.config, q.consumer) {
+        for (k, (who, _, set)) in applicable_sets(q.config, q.consumer).enumerate() {
             let Some(limit) = set.per_instance.get(index).copied().flatten() else {
                 continue;
             };
             let tokens = set.strategy.tokens(usage);
-            if tokens == 0 {
-                continue;
-            }
             let key = counter_key(q.scope, &inst.name, who);
-            if let Err(e) = charge(host.store(), &key, now, limit.window_secs, tokens) {
+            let result = match held.get(k).copied().flatten() {
+                Some((reserved, window)) if tokens < reserved => give_back(
+                    host.store(),
+                    &key,
+                    now,
+                    limit.window_secs,
+                    reserved.saturating_sub(tokens),
+                    window,
+                ),
+                Some((reserved, _)) => {
+                    charge_nonzero(host, &key, now, limit, tokens.saturating_sub(reserved))
+                }
+                None => charge_nonzero(host, &key, now, limit, tokens),
+            };
+            if let Err(e) = result {
                 log::warn!("envoy-ai-proxy: could not charge {tokens} tokens to {key}: {e}");
+            }
+        }
+        Vec::new()
+    }
+
+    fn release(&self, q: &Ctx<'_>, hold: &Hold, host: &dyn Host) -> Vec<Effect> {
+        let Some(inst) = q.config.instances.get(hold.index) else {
+            return Vec::new();
+        };
+        let now = now_secs(host);
+        let held = counted(hold);
+        for (k, (who, _, set)) in applicable_sets(q.config, q.consumer).enumerate() {
+            let (Some(limit), Some(Some((tokens, window)))) = (
+                set.per_instance.get(hold.index).copied().flatten(),
+                held.get(k).copied(),
+            ) else {
+                continue;
+            };
+            let key = counter_key(q.scope, &inst.name, who);
+            if let Err(e) = give_back(host.store(), &key, now, limit.window_secs, tokens, window) {
+                log::warn!("envoy-ai-proxy: could not give back {tokens} tokens to {key}: {e}");
             }
         }
         Vec::new()
@@ -155,6 +290,34 @@ impl Backend for Local {
             })
             .collect()
     }
+}
+
+fn hold(index: usize, counted: Vec<Option<(u64, u64)>>) -> Hold {
+    Hold {
+        index,
+        held: Held::Counted(counted),
+    }
+}
+
+/// What a hold counted, per applicable limit (nothing for a service's reservation).
+fn counted(hold: &Hold) -> &[Option<(u64, u64)>] {
+    match &hold.held {
+        Held::Counted(c) => c,
+        Held::Reservation(_) => &[],
+    }
+}
+
+fn charge_nonzero(
+    host: &dyn Host,
+    key: &str,
+    now: u64,
+    limit: Limit,
+    tokens: u64,
+) -> Result<(), StoreError> {
+    if tokens == 0 {
+        return Ok(());
+    }
+    charge(host.store(), key, now, limit.window_secs, tokens).map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
 //! The quota seam: which token limits apply to a request, what is known of them at
-//! admission, and charging an answer's real usage when it ends. A backend keeps the
-//! counters (Envoy's shared data today); adding one is one new file plus one arm in
+//! admission, what is held for it (reservations), and charging an answer's real usage when
+//! it ends. A backend keeps the counters: Envoy's shared data (`local`, one Envoy) or a
+//! rate limit service (`remote`, many Envoys); adding one is one new file plus one arm in
 //! [`backend`].
 
 pub mod local;
+pub mod proto;
+pub mod remote;
+
+use std::cell::Cell;
 
 use crate::config::{Config, LimitSet};
 use crate::effect::{Callout, Effect, Host};
 use crate::error::ProxyError;
+use crate::metrics::name;
 use crate::ratelimit::Quota;
 use crate::usage::Usage;
 
@@ -18,6 +24,9 @@ pub struct Ctx<'a> {
     /// Names this configuration's counters.
     pub scope: &'a str,
     pub consumer: Option<&'a str>,
+    /// The request's upper-bound usage, when the configuration reserves
+    /// (`rate_limiting.reserve`); each limit takes its strategy's share of it.
+    pub estimate: Option<Usage>,
 }
 
 /// Which limit set: the route's, or a consumer's (its index in `rate_limits.consumers`).
@@ -92,17 +101,35 @@ impl Admission {
 /// Whether the picked instance may take the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    /// Known now (from the admission).
-    Admit,
+    /// Known now.
+    Now(Verdict),
     /// Ask a service first; its answer goes to [`Backend::answer`].
     Ask(Callout),
 }
 
-/// What a service said of the picked instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What was held for a request at admission: released, or settled to the real usage, when
+/// the request ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The instance it was held on.
+    pub index: usize,
+    pub held: Held,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// Tokens already counted, per limit that applies (in [`applicable_sets`] order, `None`
+    /// where the set has no limit for the instance), with the window they went to.
+    Counted(Vec<Option<(u64, u64)>>),
+    /// A reservation the service keeps until it is committed or expires.
+    Reservation(String),
+}
+
+/// What is known of the picked instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Admitted; the quota to show when the service reported one.
-    Admit(Option<(Quota, SetId)>),
+    /// Admitted; the quota to show when one is known, and what was held.
+    Admit(Option<(Quota, SetId)>, Option<Hold>),
     /// Its quota is spent.
     Exhausted(Quota, SetId),
     /// The service could not say (refused, timed out, failed): the configured failure
@@ -117,11 +144,18 @@ pub trait Backend {
 
     /// Whether instance `index`, picked with what `admission` knew, may take the request.
     fn check(&self, _q: &Ctx<'_>, _index: usize, _host: &dyn Host) -> Check {
-        Check::Admit
+        Check::Now(Verdict::Admit(None, None))
     }
 
     /// The answer to a check's callout (gRPC status and message).
-    fn answer(&self, _q: &Ctx<'_>, _index: usize, _status: u32, _message: &[u8]) -> Verdict {
+    fn answer(
+        &self,
+        _q: &Ctx<'_>,
+        _index: usize,
+        _status: u32,
+        _message: &[u8],
+        _host: &dyn Host,
+    ) -> Verdict {
         Verdict::Unknown
     }
 
@@ -130,8 +164,27 @@ pub trait Backend {
         false
     }
 
-    /// The answer of instance `index` ended: charge its usage to every limit that applies.
-    fn settle(&self, q: &Ctx<'_>, index: usize, usage: &Usage, host: &dyn Host) -> Vec<Effect>;
+    /// The answer of instance `index` ended: charge its usage to every limit that applies,
+    /// settling what `hold` kept for the request.
+    fn settle(
+        &self,
+        q: &Ctx<'_>,
+        index: usize,
+        usage: &Usage,
+        hold: Option<&Hold>,
+        host: &dyn Host,
+    ) -> Vec<Effect>;
+
+    /// The request ended without an answer to charge: give back what was held.
+    fn release(&self, _q: &Ctx<'_>, _hold: &Hold, _host: &dyn Host) -> Vec<Effect> {
+        Vec::new()
+    }
+
+    /// The service could not be asked or did not answer (`what` says how): the effects
+    /// that count it.
+    fn failure(&self, _what: &str, _host: &dyn Host) -> Vec<Effect> {
+        Vec::new()
+    }
 
     /// Configure time: create what the counters need.
     fn start(&self, host: &dyn Host);
@@ -145,8 +198,35 @@ pub fn backend(config: &Config, scope: &str) -> Option<Box<dyn Backend>> {
     if !config.rate_limits.any() {
         return None;
     }
-    Some(Box::new(local::Local::new(config, scope)))
+    Some(match &config.rate_limits.service {
+        Some(service) => Box::new(remote::Remote::new(
+            service.clone(),
+            config.rate_limits.reserve,
+        )),
+        None => Box::new(local::Local::new(config, scope)),
+    })
 }
+
+/// A failure to reach the rate limit service: one count in the failure metric, and a log
+/// line, at most one per [`QUIET_MS`] per VM (saying how many were kept quiet).
+pub fn service_failure(quiet: &Cell<(u64, u64)>, what: &str, now_ms: u64) -> Effect {
+    let (last, kept) = quiet.get();
+    if last == 0 || now_ms.saturating_sub(last) >= QUIET_MS {
+        let more = if kept > 0 {
+            format!(" ({kept} more since the last line)")
+        } else {
+            String::new()
+        };
+        log::warn!("envoy-ai-proxy: rate limit service: {what}{more}");
+        quiet.set((now_ms.max(1), 0));
+    } else {
+        quiet.set((last, kept.saturating_add(1)));
+    }
+    Effect::counter(name::rate_limit_service_failures(), 1)
+}
+
+/// The quiet time between two log lines about the rate limit service.
+pub const QUIET_MS: u64 = 10_000;
 
 /// The limit sets that apply to a request: the route's, then its consumer's (with the
 /// consumer's name, which keys its counters).

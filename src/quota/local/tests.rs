@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config;
+use crate::quota::SetId;
 use crate::store::mem::Mem;
 use crate::testing::FakeHost;
 
@@ -29,6 +30,7 @@ fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a> {
         config: c,
         scope: "s",
         consumer,
+        estimate: None,
     }
 }
 
@@ -123,13 +125,13 @@ fn settling_follows_each_limits_strategy() {
         ..Usage::default()
     };
     let used = |key: &str, window| read(&host.store, key, 1_000_000, window).used;
-    local.settle(&ctx(&c, None), 0, &u, &host);
+    local.settle(&ctx(&c, None), 0, &u, None, &host);
     assert_eq!(used("aiproxy.rl.s.a.*", 60), 7);
     // No limit on b for the route, nor for an unknown consumer.
-    local.settle(&ctx(&c, None), 1, &u, &host);
-    local.settle(&ctx(&c, Some("nobody")), 1, &u, &host);
+    local.settle(&ctx(&c, None), 1, &u, None, &host);
+    local.settle(&ctx(&c, Some("nobody")), 1, &u, None, &host);
     assert_eq!(used("aiproxy.rl.s.b.john", 30), 0);
-    local.settle(&ctx(&c, Some("john")), 1, &u, &host);
+    local.settle(&ctx(&c, Some("john")), 1, &u, None, &host);
     assert_eq!(used("aiproxy.rl.s.b.john", 30), 4);
     let gauges = local.gauges(&c, &host);
     assert_eq!(
@@ -138,5 +140,114 @@ fn settling_follows_each_limits_strategy() {
             Effect::gauge(name::ratelimit_used("a", "all"), 7),
             Effect::gauge(name::ratelimit_used("b", "john"), 4)
         ]
+    );
+}
+
+fn reserving(limit: u64) -> Config {
+    config::parse(
+        serde_json::json!({
+            "instances": [{"name": "a", "provider": "openai"}, {"name": "b", "provider": "openai"}],
+            "rate_limiting": {"limit": limit, "time_window": 60,
+                              "limit_strategy": "completion_tokens", "reserve": "max_tokens"}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn completion(n: u64) -> Usage {
+    Usage {
+        prompt_tokens: 7,
+        completion_tokens: n,
+        total_tokens: n + 7,
+        ..Usage::default()
+    }
+}
+
+#[test]
+fn reservations_admit_only_what_fits_and_settle_to_the_real_usage() {
+    let c = reserving(300);
+    let host = FakeHost::at_ms(1_000_000_000);
+    let local = Local::new(&c, "s");
+    local.start(&host);
+    let asking = |n| Ctx {
+        estimate: Some(completion(n)),
+        ..ctx(&c, None)
+    };
+    let used = || read(&host.store, "aiproxy.rl.s.a.*", 1_000_000, 60).used;
+    // Three of 100 fit in 300; the fourth does not, and takes nothing.
+    let mut holds = Vec::new();
+    for _ in 0..3 {
+        match local.check(&asking(100), 0, &host) {
+            Check::Now(Verdict::Admit(None, Some(h))) => holds.push(h),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(used(), 300);
+    match local.check(&asking(100), 0, &host) {
+        Check::Now(Verdict::Exhausted(q, SetId::Route)) => assert_eq!(q.remaining, 0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(used(), 300);
+    // Settled: one used 40 (60 back), one 100, one got no answer (all back).
+    local.settle(&ctx(&c, None), 0, &completion(40), Some(&holds[0]), &host);
+    assert_eq!(used(), 240);
+    local.settle(&ctx(&c, None), 0, &completion(100), Some(&holds[1]), &host);
+    assert_eq!(used(), 240);
+    local.release(&ctx(&c, None), &holds[2], &host);
+    assert_eq!(used(), 140);
+    // A request that used more than it reserved is charged the rest.
+    let Check::Now(Verdict::Admit(_, Some(h))) = local.check(&asking(10), 0, &host) else {
+        panic!()
+    };
+    local.settle(&ctx(&c, None), 0, &completion(25), Some(&h), &host);
+    assert_eq!(used(), 165);
+    // Held on a, answered by b (a fallback): a gets its hold back, b the usage.
+    let Check::Now(Verdict::Admit(_, Some(h))) = local.check(&asking(50), 0, &host) else {
+        panic!()
+    };
+    assert_eq!(used(), 215);
+    local.settle(&ctx(&c, None), 1, &completion(30), Some(&h), &host);
+    assert_eq!(used(), 165);
+    assert_eq!(
+        read(&host.store, "aiproxy.rl.s.b.*", 1_000_000, 60).used,
+        30
+    );
+}
+
+#[test]
+fn a_hold_from_a_past_window_is_not_taken_from_the_new_one() {
+    let c = reserving(300);
+    let host = FakeHost::at_ms(1_000_000_000);
+    let local = Local::new(&c, "s");
+    local.start(&host);
+    let ask = Ctx {
+        estimate: Some(completion(100)),
+        ..ctx(&c, None)
+    };
+    let Check::Now(Verdict::Admit(_, Some(h))) = local.check(&ask, 0, &host) else {
+        panic!()
+    };
+    // The answer ends in the next window, having used 20: the past window counted its
+    // 100 already, the new one is neither charged again nor given back 80 it never had.
+    charge(&host.store, "aiproxy.rl.s.a.*", 1_000_060, 60, 5).unwrap();
+    host.now_ns.set(1_000_060_000_000_000);
+    local.settle(&ctx(&c, None), 0, &completion(20), Some(&h), &host);
+    assert_eq!(read(&host.store, "aiproxy.rl.s.a.*", 1_000_060, 60).used, 5);
+}
+
+#[test]
+fn without_reserve_the_check_admits_at_once() {
+    let c = limited();
+    let host = FakeHost::at_ms(1_000_000_000);
+    let local = Local::new(&c, "s");
+    let ask = Ctx {
+        estimate: Some(completion(100)),
+        ..ctx(&c, None)
+    };
+    assert_eq!(
+        local.check(&ask, 0, &host),
+        Check::Now(Verdict::Admit(None, None))
     );
 }
