@@ -144,8 +144,10 @@ ensure_redis() {
 
 # The test rate limit service (ratelimit-service/: limitador with RocksDB compiled from C++
 # source, about 11 minutes cold on 2 cores). Its target dir lives outside the clone, keyed by
-# its lock file, so a fresh checkout on this machine reuses the build. Exports RLS_TARGET_DIR
-# (for `cargo test --manifest-path ratelimit-service/Cargo.toml`) and RLS_BIN.
+# its lock file, so a fresh checkout on this machine reuses the build. One dev-profile build
+# (dependencies optimized, see its Cargo.toml) serves RLS_BIN and the tests:
+# `CARGO_TARGET_DIR=$RLS_TARGET_DIR cargo test --manifest-path ratelimit-service/Cargo.toml`.
+# Exports RLS_TARGET_DIR and RLS_BIN.
 RLS_DIR="$ROOT/ratelimit-service"
 build_rls() {
     local missing=() p key

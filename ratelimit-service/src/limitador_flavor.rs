@@ -361,16 +361,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_positional_condition_would_charge_the_instance_for_a_consumer_descriptor() {
-        // Why the generated limits use `{...} in descriptors`: `descriptors[0]['instance']`
-        // also matches a request whose first descriptor is a consumer's.
-        let positional = LIMITS.replace(
-            "\"{'instance': 'a'} in descriptors\"",
-            "\"descriptors[0]['instance'] == 'a'\"",
+    async fn looser_conditions_would_charge_the_instance_for_a_consumer_descriptor() {
+        // Why the generated limits use `{...} in descriptors`: a condition on the `instance`
+        // entry alone also matches a request whose only descriptor is a consumer's.
+        let limits = LIMITS.replace(
+            "{'instance': 'a'} in descriptors",
+            "descriptors[0]['instance'] == 'a'",
         );
-        let svc = service(&positional).await;
+        let svc = service(&limits).await;
         svc.report(request(&[ALICE], 5)).await.unwrap();
-        assert_eq!(remaining(&svc)["instance a"], 100 - 5);
+        assert_eq!(remaining(&svc).get("instance a"), Some(&(100 - 5)));
+    }
+
+    #[tokio::test]
+    async fn a_comprehension_condition_never_applies() {
+        // limitador requires every variable a condition references to be bound, and counts
+        // a comprehension's own variable (`d`) among them: `exists` never matches.
+        let limits = LIMITS.replace(
+            "{'instance': 'a'} in descriptors",
+            "descriptors.exists(d, d.instance == 'a')",
+        );
+        let svc = service(&limits).await;
+        svc.report(request(&[INSTANCE], 5)).await.unwrap();
+        assert_eq!(remaining(&svc).get("instance a"), None);
     }
 
     #[tokio::test]
