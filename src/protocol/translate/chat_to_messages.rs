@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Frames};
+use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Translating};
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::protocol::anthropic::OPENAI_HEADERS;
@@ -324,17 +324,19 @@ pub fn openai_usage(u: &Usage) -> Value {
 }
 
 pub fn reader(a: Answering) -> Box<dyn Reader> {
-    Box::new(ToChat {
-        frames: Frames::new(a.sse),
-        ok: (200..300).contains(&a.status),
-        status: a.status,
-        created: a.now_s,
-        include_usage: !a.drop_usage_event,
-        usage: None,
-        tally: Tally::new(a.collect_text),
-        id: String::new(),
-        tools: Vec::new(),
-    })
+    Box::new(Translating::new(
+        a.sse,
+        ToChat {
+            ok: (200..300).contains(&a.status),
+            status: a.status,
+            created: a.now_s,
+            include_usage: !a.drop_usage_event,
+            usage: None,
+            tally: Tally::new(a.collect_text),
+            id: String::new(),
+            tools: Vec::new(),
+        },
+    ))
 }
 
 mod answer;

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Frames};
+use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Translating};
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::protocol::tally::Tally;
@@ -260,19 +260,21 @@ pub fn stop_reason(finish: &str) -> &'static str {
 }
 
 pub fn reader(a: Answering) -> Box<dyn Reader> {
-    Box::new(ToMessages {
-        frames: Frames::new(a.sse),
-        ok: (200..300).contains(&a.status),
-        status: a.status,
-        usage: None,
-        tally: Tally::new(a.collect_text),
-        id: String::new(),
-        started: false,
-        finished: false,
-        open: Open::None,
-        blocks: 0,
-        stop: None,
-    })
+    Box::new(Translating::new(
+        a.sse,
+        ToMessages {
+            ok: (200..300).contains(&a.status),
+            status: a.status,
+            usage: None,
+            tally: Tally::new(a.collect_text),
+            id: String::new(),
+            started: false,
+            finished: false,
+            open: Open::None,
+            blocks: 0,
+            stop: None,
+        },
+    ))
 }
 
 mod answer;

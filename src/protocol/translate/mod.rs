@@ -11,12 +11,13 @@ pub mod messages_to_chat;
 
 use serde_json::{Map, Value};
 
-use super::{Request, Upstream};
+use super::tally::Tally;
+use super::{Reader, Request, Upstream};
 use crate::body::BodyError;
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::sse::{Event, SseFramer, Verdict};
-use crate::usage::MAX_JSON_FOR_USAGE;
+use crate::usage::{Usage, MAX_JSON_FOR_USAGE};
 
 /// The client's body as a JSON object, members in order.
 fn object(req: &Request<'_>) -> Result<Map<String, Value>, ProxyError> {
@@ -173,6 +174,69 @@ impl Frames {
             None if self.overflow => End::Tail(Vec::new()),
             None => End::Body(std::mem::take(&mut self.json)),
         }
+    }
+}
+
+/// One direction of answer translation: each stream event, and the end.
+pub trait Translate {
+    /// A stream event: its translation goes to `out`.
+    fn event(&mut self, e: &Event, out: &mut Vec<u8>);
+    /// The answer ended: the bytes to send last.
+    fn end(&mut self, end: End) -> Vec<u8>;
+    /// The usage the upstream reported, as the filter counts it.
+    fn usage(&self) -> Option<Usage>;
+    fn tally(&self) -> &Tally;
+}
+
+/// A reader that translates every byte of an answer (so the length changes).
+pub struct Translating<T> {
+    frames: Frames,
+    inner: T,
+}
+
+impl<T: Translate> Translating<T> {
+    pub fn new(sse: bool, inner: T) -> Translating<T> {
+        Translating {
+            frames: Frames::new(sse),
+            inner,
+        }
+    }
+}
+
+impl<T: Translate> Reader for Translating<T> {
+    fn push(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        let inner = &mut self.inner;
+        Some(self.frames.push(chunk, &mut |e, out| inner.event(e, out)))
+    }
+
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        let inner = &mut self.inner;
+        let end = self.frames.finish(&mut |e, out| inner.event(e, out));
+        Some(self.inner.end(end))
+    }
+
+    fn rewrites(&self) -> bool {
+        true
+    }
+
+    fn usage(&self) -> Usage {
+        self.inner.usage().unwrap_or_default()
+    }
+
+    fn has_usage(&self) -> bool {
+        self.inner.usage().is_some()
+    }
+
+    fn seen_chars(&self) -> u64 {
+        self.inner.tally().seen
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.inner.tally().model.as_deref()
+    }
+
+    fn text(&self) -> Option<&str> {
+        self.inner.tally().text.as_deref()
     }
 }
 

@@ -5,15 +5,14 @@
 use serde_json::{json, Value};
 
 use super::{finish_reason, openai_usage};
+use crate::protocol;
 use crate::protocol::tally::{AnthropicUsage, Tally};
-use crate::protocol::translate::{push_data, End, Frames};
-use crate::protocol::{self, Reader};
+use crate::protocol::translate::{push_data, End, Translate};
 use crate::provider::Wire;
 use crate::sse::Event;
 use crate::usage::Usage;
 
 pub struct ToChat {
-    pub(super) frames: Frames,
     pub(super) ok: bool,
     pub(super) status: u32,
     pub(super) created: u64,
@@ -126,7 +125,10 @@ impl ToChat {
                     let mut c = self.chunk(Value::Null, None);
                     if let Some(o) = c.as_object_mut() {
                         o.insert("choices".into(), json!([]));
-                        o.insert("usage".into(), openai_usage(&self.usage()));
+                        o.insert(
+                            "usage".into(),
+                            openai_usage(&Translate::usage(self).unwrap_or_default()),
+                        );
                     }
                     push_data(out, &c);
                 }
@@ -196,12 +198,12 @@ impl ToChat {
                "model": m.get("model"),
                "choices": [{"index": 0, "message": message, "logprobs": null,
                             "finish_reason": finish_reason(stop)}],
-               "usage": openai_usage(&self.usage())})
+               "usage": openai_usage(&Translate::usage(self).unwrap_or_default())})
         .to_string()
         .into_bytes()
     }
 
-    fn end(&mut self, end: End) -> Vec<u8> {
+    fn finish_with(&mut self, end: End) -> Vec<u8> {
         match end {
             End::Tail(bytes) => bytes,
             End::Body(body) if self.ok => self.completion(&body),
@@ -212,42 +214,20 @@ impl ToChat {
     }
 }
 
-impl Reader for ToChat {
-    fn push(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
-        let out = frames.push(chunk, &mut |e, out| self.on_event(e, out));
-        self.frames = frames;
-        Some(out)
+impl Translate for ToChat {
+    fn event(&mut self, e: &Event, out: &mut Vec<u8>) {
+        self.on_event(e, out);
     }
 
-    fn finish(&mut self) -> Option<Vec<u8>> {
-        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
-        let end = frames.finish(&mut |e, out| self.on_event(e, out));
-        self.frames = frames;
-        Some(self.end(end))
+    fn end(&mut self, end: End) -> Vec<u8> {
+        self.finish_with(end)
     }
 
-    fn rewrites(&self) -> bool {
-        true
+    fn usage(&self) -> Option<Usage> {
+        self.usage.map(|u| u.counted())
     }
 
-    fn usage(&self) -> Usage {
-        self.usage.map(|u| u.counted()).unwrap_or_default()
-    }
-
-    fn has_usage(&self) -> bool {
-        self.usage.is_some()
-    }
-
-    fn seen_chars(&self) -> u64 {
-        self.tally.seen
-    }
-
-    fn model(&self) -> Option<&str> {
-        self.tally.model.as_deref()
-    }
-
-    fn text(&self) -> Option<&str> {
-        self.tally.text.as_deref()
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 }

@@ -6,9 +6,9 @@
 use serde_json::{json, Value};
 
 use super::stop_reason;
+use crate::protocol;
 use crate::protocol::tally::Tally;
-use crate::protocol::translate::{push_event, End, Frames};
-use crate::protocol::{self, Reader};
+use crate::protocol::translate::{push_event, End, Translate};
 use crate::provider::Wire;
 use crate::sse::Event;
 use crate::usage::Usage;
@@ -22,7 +22,6 @@ pub enum Open {
 }
 
 pub struct ToMessages {
-    pub(super) frames: Frames,
     pub(super) ok: bool,
     pub(super) status: u32,
     pub(super) usage: Option<Usage>,
@@ -243,7 +242,7 @@ impl ToMessages {
         .into_bytes()
     }
 
-    fn end(&mut self, end: End) -> Vec<u8> {
+    fn finish_with(&mut self, end: End) -> Vec<u8> {
         match end {
             End::Tail(mut bytes) => {
                 // A stream that ended without `[DONE]` still ends as Anthropic's does.
@@ -260,42 +259,20 @@ impl ToMessages {
     }
 }
 
-impl Reader for ToMessages {
-    fn push(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
-        let out = frames.push(chunk, &mut |e, out| self.on_event(e, out));
-        self.frames = frames;
-        Some(out)
+impl Translate for ToMessages {
+    fn event(&mut self, e: &Event, out: &mut Vec<u8>) {
+        self.on_event(e, out);
     }
 
-    fn finish(&mut self) -> Option<Vec<u8>> {
-        let mut frames = std::mem::replace(&mut self.frames, Frames::new(false));
-        let end = frames.finish(&mut |e, out| self.on_event(e, out));
-        self.frames = frames;
-        Some(self.end(end))
+    fn end(&mut self, end: End) -> Vec<u8> {
+        self.finish_with(end)
     }
 
-    fn rewrites(&self) -> bool {
-        true
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 
-    fn usage(&self) -> Usage {
-        self.usage.unwrap_or_default()
-    }
-
-    fn has_usage(&self) -> bool {
-        self.usage.is_some()
-    }
-
-    fn seen_chars(&self) -> u64 {
-        self.tally.seen
-    }
-
-    fn model(&self) -> Option<&str> {
-        self.tally.model.as_deref()
-    }
-
-    fn text(&self) -> Option<&str> {
-        self.tally.text.as_deref()
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 }
