@@ -1,7 +1,8 @@
 //! Target `config`: `config::parse` on any bytes.
 //!
 //! Oracles: it never panics; it is deterministic (the same bytes parse to the same
-//! `Config`, or the same error); an accepted configuration is JSON and self-consistent:
+//! `Config`, or the same error); an accepted configuration is one JSON object, nothing
+//! after it (relaxed by `trailing-bytes`), and self-consistent:
 //! - at least one instance; instance names unique, 1-100 characters of `[a-zA-Z0-9._-]`;
 //!   clusters non-empty without spaces or control characters; auth header names lower
 //!   case, unique, never the routing header; option keys unique, option values JSON;
@@ -17,6 +18,8 @@ use envoy_ai_proxy::balancer::RoundRobin;
 use envoy_ai_proxy::clusters;
 use envoy_ai_proxy::config::{self, Config, LimitSet};
 use serde_json::Value;
+
+use crate::input::relaxed;
 
 /// The fuzz target: the whole input is the configuration (no control bytes: a seed is the
 /// configuration file as it is).
@@ -41,9 +44,17 @@ fn lower_token(s: &str) -> bool {
 
 /// An accepted configuration is self-consistent.
 pub fn check_config(data: &[u8], cfg: &Config) {
+    // Relaxed `trailing-bytes`: a JSON object followed by anything passes.
+    let first = || {
+        serde_json::Deserializer::from_slice(data)
+            .into_iter::<Value>()
+            .next()
+    };
     assert!(
-        serde_json::from_slice::<Value>(data).is_ok_and(|v| v.is_object()),
-        "accepted a configuration that is not a JSON object"
+        serde_json::from_slice::<Value>(data).is_ok_and(|v| v.is_object())
+            || relaxed("trailing-bytes") && matches!(first(), Some(Ok(Value::Object(_)))),
+        "accepted a configuration that is not a JSON object: {:?}",
+        String::from_utf8_lossy(data)
     );
     assert!(!cfg.instances.is_empty(), "no instance");
     for (i, inst) in cfg.instances.iter().enumerate() {
