@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, from nothing: toolchain and Envoy set-up, fmt, clippy (native and wasm32),
-# unit tests, the wasm build, and the integration tests against the real Envoy.
+# unit tests, the wasm build, the integration tests against the real Envoy, and a short
+# fuzzing run of every fuzz target (FUZZ_SECONDS each, default 15; docs/fuzzing.md).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -10,6 +11,11 @@ results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 # Runs cargo test, keeping its "test result:" lines for the total at the end.
 cargo_test() { cargo test --locked "$@" 2>&1 | tee -a "$results"; }
+# The fuzz crate (fuzz/, outside the workspace): formatted, then each target briefly.
+fuzz_briefly() {
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+    scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+}
 step() {
     local name="$1"; shift
     local t=$SECONDS
@@ -28,5 +34,6 @@ step "clippy (wasm32, the filter)" cargo clippy --locked --release --target wasm
 step "unit tests" cargo_test -p envoy-ai-proxy
 step "wasm build" build_wasm
 step "integration tests (real Envoy)" cargo_test -p integration
+step "fuzzing (config, body, sse, usage: ${FUZZ_SECONDS:-15}s each)" fuzz_briefly
 say "all checks passed in $((SECONDS - started))s"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

@@ -1,7 +1,8 @@
 //! Target `body`: `body::JsonBody::parse` and `patch`, against serde_json.
 //!
-//! Oracles (for bodies that serde_json's `Value` can hold: a number beyond `f64`, like
-//! `1e400`, is valid JSON that `Value` refuses, so such bodies are only parsed and patched):
+//! Oracles (for bodies that serde_json's `Value` can hold: a number beyond `f64` (`1e400`)
+//! or a lone surrogate escape (`"\ud800"`) is valid JSON grammar that `Value` refuses, so
+//! such bodies are only parsed and patched):
 //! - parse accepts exactly the UTF-8 texts that serde_json reads as one object without
 //!   repeated keys; each refusal says why truly (`Empty`: blank, `NotUtf8`, `Invalid`: not
 //!   one object, `DuplicateKey(k)`: `k` is there twice);
@@ -29,7 +30,7 @@ const JSON_WS: [char; 4] = [' ', '\t', '\n', '\r'];
 pub fn check(data: &[u8]) {
     let (control, payload) = input::split(data);
     let reading = Reading::of(payload);
-    if let Reading::OutOfRange = reading {
+    if let Reading::Unrepresentable = reading {
         // Nothing to compare with; still, parsing and patching must not panic.
         if let Ok(body) = JsonBody::parse(payload) {
             let _ = body.patch([("model", "\"m\""), ("stream", "true")]);

@@ -12,9 +12,11 @@ use serde_json::{Map, Value};
 pub enum Reading {
     /// Not JSON at all (or not UTF-8, or trailing bytes).
     Invalid,
-    /// JSON with a number that `Value` cannot hold (beyond `f64`, like `1e400`): valid
-    /// JSON, which the filter may pass on, but nothing to compare with.
-    OutOfRange,
+    /// Valid JSON to serde_json's scanner (which checks the grammar, as `RawValue` and the
+    /// filter's body parser do) that `Value` cannot hold: a number beyond `f64` (`1e400`)
+    /// or a lone UTF-16 surrogate escape (`"\ud800"`). The filter may pass it on; there is
+    /// nothing to compare with.
+    Unrepresentable,
     /// JSON, but not an object.
     NotObject,
     /// One object: every top-level key as written (unescaped, in order, repeats kept) and
@@ -28,7 +30,9 @@ pub enum Reading {
 impl Reading {
     pub fn of(bytes: &[u8]) -> Reading {
         match serde_json::from_slice::<Value>(bytes) {
-            Err(e) if e.to_string().starts_with("number out of range") => Reading::OutOfRange,
+            Err(_) if serde_json::from_slice::<IgnoredAny>(bytes).is_ok() => {
+                Reading::Unrepresentable
+            }
             Err(_) => Reading::Invalid,
             Ok(Value::Object(map)) => {
                 let keys = top_level_keys(bytes)
@@ -84,7 +88,18 @@ mod tests {
         assert!(matches!(Reading::of(b"{"), Reading::Invalid));
         assert!(matches!(Reading::of(b"{} x"), Reading::Invalid));
         assert!(matches!(Reading::of(b"[1]"), Reading::NotObject));
-        assert!(matches!(Reading::of(b"{\"a\":1e400}"), Reading::OutOfRange));
+        assert!(matches!(
+            Reading::of(b"{\"a\":1e400}"),
+            Reading::Unrepresentable
+        ));
+        assert!(matches!(
+            Reading::of(b"{\"a\":\"\\ud888d\"}"),
+            Reading::Unrepresentable
+        ));
+        assert!(matches!(
+            Reading::of(b"{\"a\":\"\\u12\"}"),
+            Reading::Invalid
+        ));
         let r = Reading::of(br#"{"a":1,"b":2,"\u0061":3}"#);
         match &r {
             Reading::Object { keys, map } => {
