@@ -11,8 +11,12 @@
 //!   data compact JSON with known field types) is among them;
 //! - no usage read means zero usage; the collected text stays within `MAX_LOGGED_TEXT`.
 
+use std::collections::BTreeMap;
+
 use arbitrary::Unstructured;
 use envoy_ai_proxy::usage::{Meter, Usage, MAX_LOGGED_TEXT};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::input::{self, relaxed};
@@ -154,16 +158,17 @@ pub fn check_dropped(stream: &[u8], out: &[u8]) {
     );
 }
 
-/// serde_json reads the data as an object with `choices: []` and a `usage` object (bytes
-/// that are not UTF-8 read as U+FFFD: the meter skips the fields it does not read without
-/// checking their encoding).
+/// The data is an object with `choices: []` and a `usage` object, read with serde_json
+/// field by field: other members are skipped unread (a number beyond `f64` or bytes that
+/// are not UTF-8 in them do not matter, as they do not to the meter).
 fn usage_only(data: &[u8]) -> bool {
-    let data = String::from_utf8_lossy(data);
-    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&data) else {
-        return false;
-    };
-    o.get("choices") == Some(&Value::Array(Vec::new()))
-        && o.get("usage").is_some_and(Value::is_object)
+    #[derive(Deserialize)]
+    struct UsageOnly {
+        choices: Option<Vec<IgnoredAny>>,
+        usage: Option<BTreeMap<String, IgnoredAny>>,
+    }
+    serde_json::from_slice::<UsageOnly>(data)
+        .is_ok_and(|u| u.choices.is_some_and(|c| c.is_empty()) && u.usage.is_some())
 }
 
 /// Usage-only beyond doubt: compact JSON as serde_json writes it (so no repeated keys, no
@@ -221,6 +226,15 @@ mod tests {
     #[should_panic(expected = "sent on")]
     fn usage_event_kept() {
         check_dropped(STREAM, STREAM);
+    }
+
+    #[test]
+    fn usage_only_reads_past_what_value_cannot_hold() {
+        assert!(usage_only(
+            b"{\"created\":1e999,\"choices\":[],\"usage\":{\"x\":\"\xff\"}}"
+        ));
+        assert!(!usage_only(b"{\"choices\":[1],\"usage\":{}}"));
+        assert!(!usage_only(b"{\"choices\":[],\"usage\":null}"));
     }
 
     #[test]
