@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, from nothing: toolchain and Envoy set-up, fmt, clippy (native and wasm32),
-# unit tests, the wasm build, and the integration tests against the real Envoy.
+# unit tests, the wasm build, the integration tests against the real Envoy, and a short
+# fuzzing run of every fuzz target (FUZZ_SECONDS each, default 15; docs/fuzzing.md).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -15,6 +16,11 @@ rls_tests() {
     cargo fmt --manifest-path ratelimit-service/Cargo.toml -- --check
     CARGO_TARGET_DIR="$RLS_TARGET_DIR" cargo test --locked \
         --manifest-path ratelimit-service/Cargo.toml 2>&1 | tee -a "$results"
+}
+# The fuzz crate (fuzz/, outside the workspace): formatted, then each target briefly.
+fuzz_briefly() {
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+    scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 }
 step() {
     local name="$1"; shift
@@ -38,5 +44,6 @@ step "unit tests" cargo_test -p envoy-ai-proxy
 step "wasm build" build_wasm
 step "rate limit service: fmt and tests (real Redis)" rls_tests
 step "integration tests (real Envoy)" cargo_test -p integration
+step "fuzzing (config, body, sse, usage: ${FUZZ_SECONDS:-15}s each)" fuzz_briefly
 say "all checks passed in $((SECONDS - started))s"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
