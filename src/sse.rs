@@ -62,6 +62,10 @@ impl SseFramer {
     /// what to send on now: the kept events, whole. The unfinished tail is held back (no
     /// client can use half an event).
     pub fn push(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(&Event) -> Verdict) -> Vec<u8> {
+        if chunk.is_empty() {
+            // Nothing new: an event that ended in `\r` may still see its `\n` next.
+            return Vec::new();
+        }
         let mut out = Vec::with_capacity(chunk.len());
         let mut chunk = chunk;
         if let Some(verdict) = self.after_cr.take() {
@@ -281,6 +285,19 @@ mod tests {
                 let (out, seen) = run(&[a, b], &|_| false);
                 assert_eq!(out, bytes, "bytes changed, cut {cut} of {fixture:?}");
                 assert_eq!(seen, want, "events differ, cut {cut} of {fixture:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_chunks_change_nothing() {
+        for fixture in FIXTURES {
+            let bytes = fixture.as_bytes();
+            for cut in 0..=bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                let (out, seen) = run(&[a, b"", b"", b], &|_| false);
+                assert_eq!(out, bytes, "bytes changed, cut {cut} of {fixture:?}");
+                assert_eq!(seen, expected_data(fixture), "cut {cut} of {fixture:?}");
             }
         }
     }

@@ -74,9 +74,11 @@ impl Usage {
     }
 }
 
+/// A message or delta: its `content` taken as any JSON (a string, or an array of parts), so
+/// an unexpected shape costs the text, never the usage beside it.
 #[derive(Deserialize)]
 struct Text {
-    content: Option<String>,
+    content: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -84,7 +86,7 @@ struct Choice {
     message: Option<Text>,
     delta: Option<Text>,
     /// Legacy completions.
-    text: Option<String>,
+    text: Option<Box<RawValue>>,
 }
 
 /// The `response` object of a Responses stream event (`response.completed` carries the
@@ -180,13 +182,27 @@ impl Envelope {
     fn texts(&self) -> impl Iterator<Item = String> + '_ {
         let choices = self.choices.iter().flatten().filter_map(|c| {
             let t = c.message.as_ref().or(c.delta.as_ref());
-            t.and_then(|t| t.content.clone()).or_else(|| c.text.clone())
+            t.and_then(|t| t.content.as_deref())
+                .or(c.text.as_deref())
+                .and_then(text_of)
         });
-        let delta = self
-            .delta
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<String>(d.get()).ok());
+        let delta = self.delta.as_deref().and_then(text_of);
         choices.chain(delta)
+    }
+}
+
+/// The text of a content value: a string, or the `text` of each part of an array of parts.
+fn text_of(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Part {
+        text: Option<String>,
+    }
+    let raw = raw.get();
+    if raw.starts_with('[') {
+        let parts: Vec<Part> = serde_json::from_str(raw).ok()?;
+        Some(parts.into_iter().filter_map(|p| p.text).collect())
+    } else {
+        serde_json::from_str::<String>(raw).ok()
     }
 }
 
@@ -405,6 +421,18 @@ mod tests {
             out.extend(b);
         }
         out
+    }
+
+    #[test]
+    fn content_of_any_shape_keeps_the_usage_with_or_without_text() {
+        let body = r#"{"model":"m","choices":[{"message":{"role":"assistant","content":[{"type":"text","text":"hi"},{"type":"text","text":" there"}]}},{"message":{"content":7}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
+        for collect in [true, false] {
+            let mut m = Meter::json(collect);
+            feed(&mut m, &[body.as_bytes()]);
+            assert_eq!(m.usage().total_tokens, 3, "collect {collect}");
+            assert_eq!(m.model(), Some("m"), "collect {collect}");
+            assert_eq!(m.text(), collect.then_some("hi there"));
+        }
     }
 
     #[test]

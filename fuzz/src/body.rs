@@ -67,6 +67,10 @@ pub fn check_refusal(payload: &[u8], err: &BodyError, reading: &Reading) {
             ),
             other => panic!("DuplicateKey({k:?}), but serde_json reads {other:?}"),
         },
+        // Only a protocol's own check refuses a key for its case; parsing never does.
+        BodyError::CaseVariant(k, owned) => {
+            panic!("parse refused with CaseVariant({k:?}, {owned:?})")
+        }
     }
     if let Some(map) = reading.unique_object() {
         assert!(

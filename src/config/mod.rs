@@ -206,8 +206,8 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
             "the configuration is empty: at least `provider` is required",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let mut message = redact(&e.inner().to_string());
         // The position helps with a syntax error; once the field is named it is noise.
@@ -218,6 +218,9 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
         }
         ConfigError::new(path, message)
     })?;
+    // One JSON object, and nothing after it.
+    de.end()
+        .map_err(|e| ConfigError::new("", format!("after the configuration object: {e}")))?;
     secrets::resolve_all(&mut raw, secrets)?;
     compile(raw)
 }

@@ -757,3 +757,15 @@ fn rate_limit_service_and_reservations() {
     .unwrap_err();
     assert_eq!(err.path, "consumers[0].rate_limiting.service");
 }
+
+#[test]
+fn nothing_may_follow_the_configuration_object() {
+    for text in [r#"{"provider":"openai"}x"#, r#"{"provider":"openai"} {}"#] {
+        let err = parse(text.as_bytes()).unwrap_err();
+        assert!(
+            err.message.starts_with("after the configuration object"),
+            "{err}"
+        );
+    }
+    assert!(parse(b"{\"provider\":\"openai\"}\n  ").is_ok());
+}
