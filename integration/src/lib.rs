@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod rls;
 pub mod scenarios;
 pub mod services;
+pub mod windows;
 
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use mock::{MockLlm, Recorded, Reply};

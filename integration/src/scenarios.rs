@@ -94,6 +94,7 @@ pub async fn split_8_2(envoy: &Envoy, m: &[MockLlm], path: &str) {
 
 /// OpenAI (priority 1) until its 10 tokens a minute are spent, then DeepSeek.
 pub async fn priority_rate_limit_fallback(envoy: &Envoy, m: &[MockLlm], path: &str) {
+    crate::windows::clear_of_window_end(60, Duration::from_secs(10)).await;
     for mock in m {
         mock.set_default(Reply::default().usage(23, 8));
     }
@@ -108,6 +109,7 @@ pub async fn priority_rate_limit_fallback(envoy: &Envoy, m: &[MockLlm], path: &s
 /// Budgets per consumer (keys `john-key`, `jane-key` in header `apikey`): no key or a wrong
 /// key 401; johndoe goes OpenAI then DeepSeek, janedoe DeepSeek then OpenAI.
 pub async fn consumer_limits(envoy: &Envoy, m: &[MockLlm], path: &str) {
+    crate::windows::clear_of_window_end(60, Duration::from_secs(10)).await;
     for mock in m {
         mock.set_default(Reply::default().usage(23, 8));
     }

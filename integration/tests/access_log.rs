@@ -2,6 +2,9 @@
 //! called, and why a request failed (the filter's own error, a rate-limit rejection, an
 //! all-failed fallback and the last instance it tried).
 
+use std::time::Duration;
+
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
 
@@ -28,6 +31,7 @@ async fn the_client_path_and_the_filters_own_errors() {
     .start()
     .await
     .unwrap();
+    clear_of_window_end(3600, Duration::from_secs(60)).await;
     // Served: the client's path, no error.
     let ok = envoy.post_json("/gateway/chat", &chat()).await.unwrap();
     assert_eq!(ok.status(), 200);

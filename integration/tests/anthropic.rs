@@ -5,7 +5,10 @@
 //! client's shape. Every answer's tokens are checked in the access log, the metrics, the
 //! summary log (cache tokens) and the rate-limit counters against what the mock was told.
 
+use std::time::Duration;
+
 use integration::clients::{args, python, run};
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
 
@@ -22,6 +25,8 @@ async fn gateway(mut config: Value, cluster: &str) -> (Envoy, MockLlm) {
         .start()
         .await
         .unwrap();
+    // Quotas are read across several requests: none may straddle the end of an hour.
+    clear_of_window_end(3600, Duration::from_secs(120)).await;
     (envoy, mock)
 }
 
@@ -408,6 +413,7 @@ async fn the_filter_s_own_errors_reach_anthropic_clients_in_their_shape() {
     .start()
     .await
     .unwrap();
+    clear_of_window_end(3600, Duration::from_secs(60)).await;
     let r = anthropic_sdk(&envoy.url(""), &["error"]).await;
     assert_eq!(r["error"][0]["class"], Value::Null, "the first is admitted");
     assert_eq!(r["error"][1]["class"], "RateLimitError");

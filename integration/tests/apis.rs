@@ -3,7 +3,10 @@
 //! SDK's default model (Responses), nothing ever sent to the wrong endpoint, and each
 //! provider preset's host, path, query and auth.
 
+use std::time::Duration;
+
 use integration::clients::{args, node, python, run};
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
 
@@ -14,6 +17,8 @@ async fn gateway(config: Value) -> (Envoy, MockLlm) {
         .start()
         .await
         .unwrap();
+    // Quotas are read across several requests: none may straddle the end of an hour.
+    clear_of_window_end(3600, Duration::from_secs(120)).await;
     (envoy, mock)
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use integration::envoy::shipped;
 use integration::mock::Body;
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
 
@@ -113,6 +114,7 @@ async fn attack_4_cut_streams_are_charged() {
     let (envoy, mock) = one(json!({"provider": "openai",
         "rate_limiting": {"limit": 100000, "time_window": 3600}}))
     .await;
+    clear_of_window_end(3600, Duration::from_secs(30)).await;
     mock.push(Reply {
         body: stream(vec![
             content.clone(),

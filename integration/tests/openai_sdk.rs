@@ -3,9 +3,11 @@
 //! chat, streaming, embeddings, errors.
 
 use std::process::Command;
+use std::time::Duration;
 
 use integration::clients::python;
 use integration::envoy::repo_root;
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm};
 use serde_json::json;
 
@@ -29,6 +31,7 @@ async fn envoys(mock: &MockLlm, auth: bool) -> (Envoy, Envoy) {
     .start()
     .await
     .unwrap();
+    clear_of_window_end(3600, Duration::from_secs(120)).await;
     (open, limited)
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use integration::windows::clear_of_window_end;
 use integration::{Envoy, MockLlm, Reply};
 use serde_json::{json, Value};
 
@@ -17,17 +18,11 @@ async fn start_of_window(secs: u64) {
     tokio::time::sleep(Duration::from_millis(secs * 1000 - into + 50)).await;
 }
 
-/// Waits for the next window when the current one of `secs` ends within a minute (or within
-/// its last 5 s for short windows), so a test's requests all fall in one window.
+/// Waits for the next window when the current one of `secs` ends too soon for a test's
+/// requests to all fall in one window.
 async fn avoid_window_end(secs: u64) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let margin = if secs <= 60 { 5 } else { 60 };
-    if now % secs > secs - margin {
-        start_of_window(secs).await;
-    }
+    let needed = if secs <= 60 { 10 } else { 60 };
+    clear_of_window_end(secs, Duration::from_secs(needed)).await;
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
@@ -111,6 +106,7 @@ async fn consumers_from_api_key_auth_have_their_own_limits() {
     .start()
     .await
     .unwrap();
+    avoid_window_end(60).await;
 
     let send = |key: Option<&'static str>, spoof: Option<&'static str>| {
         let mut r = envoy
