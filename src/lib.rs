@@ -35,11 +35,14 @@
     )
 )]
 
+// Benchmark-only cost switches, applied by the host layer (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod ablate;
 pub mod balancer;
 pub mod body;
 pub mod clusters;
 pub mod config;
-pub(crate) mod effect;
+pub mod effect;
 pub(crate) mod error;
 pub mod exchange;
 pub(crate) mod fallback;
@@ -52,7 +55,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod root;
 pub mod sse;
-pub(crate) mod store;
+pub mod store;
 pub mod usage;
 // Used by the host layer only (wasm32); tested natively.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

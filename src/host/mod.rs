@@ -15,6 +15,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
+use crate::ablate;
 use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
@@ -46,6 +47,9 @@ struct SharedData;
 
 impl Store for SharedData {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        if !ablate::reads(key) {
+            return Ok((None, None));
+        }
         abi::shared_data(key).map_err(|s| StoreError::Unavailable(s.to_string()))
     }
 
@@ -71,6 +75,9 @@ impl Host for Env {
         abi::headers(header_map(map)).unwrap_or_default()
     }
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
+        if map == Map::Response && !ablate::meters() {
+            return Ok(Vec::new());
+        }
         abi::buffer(body_buffer(map), 0, size)
             .map(Option::unwrap_or_default)
             .map_err(|s| s.to_string())
@@ -83,6 +90,9 @@ impl Host for Env {
         abi::bytes(GRPC_RECEIVE_BUFFER, size)
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        if !ablate::reads_property(path) {
+            return None;
+        }
         abi::property(path).ok().flatten()
     }
     fn env(&self, name: &str) -> Option<String> {
@@ -150,7 +160,7 @@ fn drive(out: Out, mut again: impl FnMut(Input) -> Out) -> Action {
     let mut effects = out.effects;
     let mut queue = VecDeque::new();
     loop {
-        for e in effects {
+        for e in effects.into_iter().filter(ablate::applies) {
             let required = e.required();
             match apply(e) {
                 Ok(Some(input)) => queue.push_back(input),
@@ -195,7 +205,7 @@ impl log::Log for HostLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
+        if self.enabled(record.metadata()) && ablate::logs(record.level()) {
             abi::log(envoy_level(record.level()), &record.args().to_string());
         }
     }
