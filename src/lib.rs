@@ -54,6 +54,7 @@ pub(crate) mod provider;
 pub mod quota;
 pub mod ratelimit;
 pub mod root;
+pub(crate) mod scan;
 pub mod sse;
 pub mod store;
 pub mod usage;
