@@ -39,6 +39,9 @@
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod ablate;
 pub mod balancer;
+// Used by the host layer only (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod batch;
 pub mod body;
 pub mod clusters;
 pub mod config;

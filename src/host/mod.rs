@@ -5,7 +5,7 @@
 mod abi;
 mod http;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -16,6 +16,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 use crate::ablate;
+use crate::batch::{self, Headers};
 use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
@@ -61,18 +62,40 @@ impl Store for SharedData {
     }
 }
 
-/// The core's reads, as host calls.
-struct Env;
+/// The core's reads, as host calls, for one context. The clock is read once per callback
+/// (the core asks for it several times; no duration it keeps is shorter than a callback).
+/// The request's header map is kept as read and edited, so that a callback's edits are one
+/// write of the whole map (`batch`).
+#[derive(Default)]
+struct Env {
+    now_ns: Cell<u64>,
+    request: RefCell<Option<Headers>>,
+}
+
+impl Env {
+    /// A new callback: the clock moves on.
+    fn callback(&self) -> &Env {
+        self.now_ns.set(0);
+        self
+    }
+}
 
 impl Host for Env {
     fn now_ns(&self) -> u64 {
-        abi::now_ns()
+        if self.now_ns.get() == 0 {
+            self.now_ns.set(abi::now_ns());
+        }
+        self.now_ns.get()
     }
     fn store(&self) -> &dyn Store {
         &SharedData
     }
     fn headers(&self, map: Map) -> Vec<(String, String)> {
-        abi::headers(header_map(map)).unwrap_or_default()
+        let headers = abi::headers(header_map(map)).unwrap_or_default();
+        if map == Map::Request {
+            *self.request.borrow_mut() = Some(headers.clone());
+        }
+        headers
     }
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
         if map == Map::Response && !ablate::meters() {
@@ -106,7 +129,10 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// Applies one effect; returns the feedback it calls for.
-fn apply(effect: Effect) -> Result<Option<Input>, String> {
+fn apply(effect: Effect, env: &Env) -> Result<Option<Input>, String> {
+    if let Some(map) = env.request.borrow_mut().as_mut() {
+        batch::apply(map, &effect);
+    }
     let done = match effect {
         Effect::SetHeader(map, n, v) => abi::set_header(header_map(map), &n, &v),
         Effect::RemoveHeader(map, n) => abi::remove_header(header_map(map), &n),
@@ -155,14 +181,26 @@ fn apply(effect: Effect) -> Result<Option<Input>, String> {
 
 /// Applies the core's answer, feeding back what the effects call for once their batch is
 /// applied (a failed required effect ends its batch); returns the last step.
-fn drive(out: Out, mut again: impl FnMut(Input) -> Out) -> Action {
+fn drive(out: Out, env: &Env, mut again: impl FnMut(Input) -> Out) -> Action {
     let mut step = out.step;
     let mut effects = out.effects;
     let mut queue = VecDeque::new();
     loop {
-        for e in effects.into_iter().filter(ablate::applies) {
+        effects.retain(ablate::applies);
+        let folded = batch::fold(&mut effects, env.request.borrow().as_ref());
+        if let Some(map) = folded {
+            match abi::set_headers(header_map(Map::Request), &pairs(&map)) {
+                Ok(()) => *env.request.borrow_mut() = Some(map),
+                // Required: none of the batch applies.
+                Err(why) => {
+                    queue.push_back(Input::Failed(why.to_string()));
+                    effects.clear();
+                }
+            }
+        }
+        for e in effects {
             let required = e.required();
-            match apply(e) {
+            match apply(e, env) {
                 Ok(Some(input)) => queue.push_back(input),
                 Ok(None) => {}
                 Err(why) if required => {
@@ -190,7 +228,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         // Random per VM (WASI random), so two VMs never share an identity.
         let id = RandomState::new().hash_one(abi::now_ns());
-        Box::new(RootCtx(Root::new(format!("{id:016x}"))))
+        Box::new(RootCtx(Root::new(format!("{id:016x}")), Env::default()))
     });
 }}
 
@@ -227,12 +265,19 @@ fn sync_log_level() {
     log::set_max_level(log_filter(abi::log_level().ok()));
 }
 
-struct RootCtx(Root);
+struct RootCtx(Root, Env);
+
+impl RootCtx {
+    fn drive(&mut self, out: impl FnOnce(&mut Root, &Env) -> Out) {
+        let env = self.1.callback();
+        let out = out(&mut self.0, env);
+        drive(out, env, |i| self.0.on(i, env));
+    }
+}
 
 impl Context for RootCtx {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        let out = self.0.on(Input::CalloutAnswer { token, body_size }, &Env);
-        drive(out, |i| self.0.on(i, &Env));
+        self.drive(|root, env| root.on(Input::CalloutAnswer { token, body_size }, env));
     }
 }
 
@@ -252,9 +297,9 @@ impl RootContext for RootCtx {
             }
         };
         let name = abi::property(&["plugin_name"]).ok().flatten();
-        match self.0.configure(&raw, &name.unwrap_or_default(), &Env) {
+        match self.0.configure(&raw, &name.unwrap_or_default(), &self.1) {
             Ok(effects) => {
-                drive(Out::go(effects), |i| self.0.on(i, &Env));
+                self.drive(|_, _| Out::go(effects));
                 true
             }
             Err(e) => {
@@ -265,8 +310,7 @@ impl RootContext for RootCtx {
     }
 
     fn on_tick(&mut self) {
-        let effects = self.0.tick(&Env);
-        drive(Out::go(effects), |i| self.0.on(i, &Env));
+        self.drive(|root, env| Out::go(root.tick(env)));
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
