@@ -1,7 +1,8 @@
-//! The request-header edits of one callback as one write of the whole header map: a host
-//! call costs several times what Envoy's edit itself does, so the host layer folds a batch's
-//! sets and removes into the map it read (kept up to date) and writes it once. Pure, so the
-//! folding is tested natively; the host decides when it applies.
+//! What the host layer keeps per context to spare host calls, which cost several times what
+//! Envoy's work behind them does: the request's header map as read and edited, so that a
+//! callback's header edits become one write of the whole map, and the filter state already
+//! written, so that the same value is not written twice. Pure, so it is tested natively; the
+//! host decides when it applies.
 
 use crate::effect::{Effect, Map};
 
@@ -49,6 +50,33 @@ pub fn fold(effects: &mut Vec<Effect>, map: Option<&Headers>) -> Option<Headers>
     Some(out)
 }
 
+/// Per context: the request map (once read) and the filter state written so far.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub request: Option<Headers>,
+    states: Vec<(&'static str, String)>,
+}
+
+impl Kept {
+    /// Whether an effect must reach the host: not a filter-state value already written.
+    /// A request-header edit about to be applied one by one is applied to the kept map.
+    pub fn needed(&mut self, effect: &Effect) -> bool {
+        if let Effect::FilterState(name, value) = effect {
+            return !self.states.iter().any(|(n, v)| n == name && v == value);
+        }
+        if let Some(map) = self.request.as_mut() {
+            apply(map, effect);
+        }
+        true
+    }
+
+    /// A filter-state value was written.
+    pub fn wrote(&mut self, name: &'static str, value: String) {
+        self.states.retain(|(n, _)| *n != name);
+        self.states.push((name, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +121,23 @@ mod tests {
                 Effect::SetHeader(Map::Response, "x-r".into(), "1".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_value_already_written_is_not_written_again() {
+        let mut kept = Kept::default();
+        let model = |m: &str| Effect::state("llm_model", m);
+        assert!(kept.needed(&model("a")));
+        kept.wrote("llm_model", "a".into());
+        assert!(!kept.needed(&model("a")));
+        assert!(kept.needed(&model("b")));
+        kept.wrote("llm_model", "b".into());
+        assert!(kept.needed(&model("a")));
+        assert!(kept.needed(&Effect::state("llm_api", "b")));
+        // Header edits always go, and keep the map up to date.
+        kept.request = Some(pairs(&[("a", "1")]));
+        assert!(kept.needed(&Effect::RemoveHeader(Map::Request, "a".into())));
+        assert_eq!(kept.request, Some(Vec::new()));
     }
 
     #[test]

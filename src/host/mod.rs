@@ -16,7 +16,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 use crate::ablate;
-use crate::batch::{self, Headers};
+use crate::batch::{self, Kept};
 use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
@@ -69,7 +69,7 @@ impl Store for SharedData {
 #[derive(Default)]
 struct Env {
     now_ns: Cell<u64>,
-    request: RefCell<Option<Headers>>,
+    kept: RefCell<Kept>,
 }
 
 impl Env {
@@ -93,7 +93,7 @@ impl Host for Env {
     fn headers(&self, map: Map) -> Vec<(String, String)> {
         let headers = abi::headers(header_map(map)).unwrap_or_default();
         if map == Map::Request {
-            *self.request.borrow_mut() = Some(headers.clone());
+            self.kept.borrow_mut().request = Some(headers.clone());
         }
         headers
     }
@@ -130,8 +130,8 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// Applies one effect; returns the feedback it calls for.
 fn apply(effect: Effect, env: &Env) -> Result<Option<Input>, String> {
-    if let Some(map) = env.request.borrow_mut().as_mut() {
-        batch::apply(map, &effect);
+    if !env.kept.borrow_mut().needed(&effect) {
+        return Ok(None);
     }
     let done = match effect {
         Effect::SetHeader(map, n, v) => abi::set_header(header_map(map), &n, &v),
@@ -140,32 +140,29 @@ fn apply(effect: Effect, env: &Env) -> Result<Option<Input>, String> {
             abi::set_buffer(body_buffer(map), 0, size, &bytes)
         }
         Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
-        Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
+        Effect::FilterState(n, v) => {
+            abi::set_property(n, v.as_bytes()).map(|()| env.kept.borrow_mut().wrote(n, v))
+        }
         Effect::Metric { kind, name, value } => metric(kind, &name, value),
         Effect::TickPeriod(ms) => abi::set_tick_period_ms(ms),
         Effect::Resume => abi::resume_request(),
         Effect::Dispatch(c) => {
             // Through the SDK: only it can register the token that routes the answer back
             // to this context. It returns Envoy's callout failures as values.
+            let (cluster, body) = (&c.cluster, c.body.as_deref());
             let timeout = Duration::from_millis(c.timeout_ms);
             let result = match &c.grpc {
-                None => hostcalls::dispatch_http_call(
-                    &c.cluster,
-                    pairs(&c.headers),
-                    c.body.as_deref(),
-                    vec![],
-                    timeout,
-                ),
+                None => {
+                    hostcalls::dispatch_http_call(cluster, pairs(&c.headers), body, vec![], timeout)
+                }
                 Some(g) => {
-                    let meta = c.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-                    let body = c.body.as_deref();
+                    let meta = c
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                        .collect();
                     hostcalls::dispatch_grpc_call(
-                        &c.cluster,
-                        &g.service,
-                        &g.method,
-                        meta.collect(),
-                        body,
-                        timeout,
+                        cluster, &g.service, &g.method, meta, body, timeout,
                     )
                 }
             };
@@ -187,10 +184,10 @@ fn drive(out: Out, env: &Env, mut again: impl FnMut(Input) -> Out) -> Action {
     let mut queue = VecDeque::new();
     loop {
         effects.retain(ablate::applies);
-        let folded = batch::fold(&mut effects, env.request.borrow().as_ref());
+        let folded = batch::fold(&mut effects, env.kept.borrow().request.as_ref());
         if let Some(map) = folded {
             match abi::set_headers(header_map(Map::Request), &pairs(&map)) {
-                Ok(()) => *env.request.borrow_mut() = Some(map),
+                Ok(()) => env.kept.borrow_mut().request = Some(map),
                 // Required: none of the batch applies.
                 Err(why) => {
                     queue.push_back(Input::Failed(why.to_string()));

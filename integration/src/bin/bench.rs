@@ -1,9 +1,11 @@
 //! What the filter costs, measured in the real Envoy: `scripts/bench.sh` runs this. Every
 //! variant gets the same Envoy (`--concurrency 1`), bootstrap, load (wrk) and upstream, in
 //! interleaved rounds; only the HTTP filters differ:
-//! - plain Envoy (no filter), a no-op Wasm filter (the floor for any Wasm filter), and the
+//! - plain Envoy (no filter), a no-op Wasm filter (the floor for any Wasm filter), the
 //!   body-read floor (`bench/floor-filter`: holds the headers, buffers the body, reads it
-//!   once, sets one header: what any filter that routes from the body must do);
+//!   once, sets one header: what any filter that routes from the body must do), and the
+//!   contract floor (the same filter making the host calls the AI proxy's contract takes for
+//!   one request, and nothing else);
 //! - the AI proxy with one provider, and with three instances, token limits and active and
 //!   passive health checks;
 //! - with `BENCH_ABLATION=<dir>`: the many-instance configuration (summary logs on) on the
@@ -44,6 +46,7 @@ use tokio::sync::mpsc;
 const PLAIN: &str = "plain Envoy";
 const NOOP: &str = "no-op Wasm filter";
 const FLOOR: &str = "body-read floor";
+const CONTRACT: &str = "contract floor";
 const ONE: &str = "AI proxy, one provider";
 const MANY: &str = "AI proxy, 3 instances + limits + health";
 const SIZES: [(&str, usize); 3] = [
@@ -574,6 +577,11 @@ async fn main() -> anyhow::Result<()> {
         (PLAIN.into(), vec![], true),
         (NOOP.into(), vec![wasm_filter(&noop, "noop", "")], true),
         (FLOOR.into(), vec![wasm_filter(&floor, "floor", "")], true),
+        (
+            CONTRACT.into(),
+            vec![wasm_filter(&floor, "floor", "contract")],
+            true,
+        ),
         (
             ONE.into(),
             vec![wasm_filter(&filter, "ai_proxy", &single.to_string())],
