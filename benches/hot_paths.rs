@@ -1,5 +1,7 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
-//! request shaping (1 KB and 100 KB bodies), SSE framing and usage per event, picking.
+//! request shaping (1 KB and 100 KB bodies), one whole request through the exchange (the
+//! filter's own code per request, with a host that answers at no cost), SSE framing and
+//! usage per event, picking.
 //! `cargo bench -p envoy-ai-proxy --bench hot_paths`.
 #![allow(
     clippy::unwrap_used,
@@ -7,28 +9,43 @@
     clippy::indexing_slicing
 )]
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::Instant;
 
 use envoy_ai_proxy::balancer::RoundRobin;
 use envoy_ai_proxy::config;
+use envoy_ai_proxy::effect::{Host, Input, Map};
 use envoy_ai_proxy::exchange::pick::{pick, Availability};
+use envoy_ai_proxy::exchange::{Exchange, Plugin};
 use envoy_ai_proxy::protocol;
+use envoy_ai_proxy::root::Root;
+use envoy_ai_proxy::store::{Store, StoreError};
 use envoy_ai_proxy::usage::Meter;
 
-/// Runs `f` for about half a second; prints ns per call.
+/// Runs `f` for about half a second (HOT_PATHS_MS to change it); prints ns per call.
 fn bench(name: &str, f: impl FnMut()) {
     bench_per(name, 1, f);
 }
 
 /// As [`bench`], with each call doing `units` units of work; prints ns per unit.
 fn bench_per(name: &str, units: u64, mut f: impl FnMut()) {
+    // HOT_PATHS=<substring>: only the benchmarks whose name contains it (for a profiler).
+    if std::env::var("HOT_PATHS").is_ok_and(|only| !name.contains(&only)) {
+        return;
+    }
     for _ in 0..100 {
         f();
     }
     let mut n: u64 = 0;
     let start = Instant::now();
-    while start.elapsed().as_millis() < 500 {
+    let ms = std::env::var("HOT_PATHS_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    while start.elapsed().as_millis() < ms {
         for _ in 0..100 {
             f();
         }
@@ -69,6 +86,35 @@ fn main() {
         });
     }
 
+    let single = r#"{"provider":"openai-compatible","cluster":"mock",
+        "override":{"endpoint":"http://llm.internal"},
+        "auth":{"header":{"Authorization":"Bearer sk-bench"}},"options":{"model":"gpt-4o-mini"}}"#;
+    let instance = |name: &str, priority: u32| {
+        format!(
+            r#"{{"name":"{name}","provider":"openai-compatible","cluster":"mock","priority":{priority},
+                "override":{{"endpoint":"http://llm.internal"}},
+                "auth":{{"header":{{"Authorization":"Bearer sk-bench"}}}},
+                "options":{{"model":"gpt-4o-mini"}},
+                "checks":{{"active":{{"http_path":"/health","healthy":{{"interval":1}}}},"passive":{{}}}}}}"#
+        )
+    };
+    let many = format!(
+        r#"{{"fallback_strategy":["http_5xx","rate_limiting"],"instances":[{},{},{}],
+            "rate_limiting":{{"limit":1000000000,"time_window":3600}}}}"#,
+        instance("a", 0),
+        instance("b", 0),
+        instance("c", 1)
+    );
+    for (label, size) in [("1 KB", 1024), ("100 KB", 100 * 1024)] {
+        let b = body(size);
+        bench_exchange(&format!("whole request, one provider, {label}"), single, &b);
+        bench_exchange(
+            &format!("whole request, 3 instances + limits + health, {label}"),
+            &many,
+            &b,
+        );
+    }
+
     let event = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello \"},\"finish_reason\":null}]}\n\n";
     let stream: String = event.repeat(100);
     bench_per(
@@ -90,5 +136,148 @@ fn main() {
     let mut rr = RoundRobin::default();
     bench("pick, 3 instances in 2 priority groups", || {
         black_box(multi.balancer.pick(&mut rr, 0, |i| i != 0));
+    });
+}
+
+/// A host for the whole-exchange benchmark: fixed request and answer, a shared-data map with
+/// CAS tokens, effects counted and dropped.
+struct BenchHost {
+    now: Cell<u64>,
+    store: MapStore,
+    request: Vec<(String, String)>,
+    body: Vec<u8>,
+    response: Vec<(String, String)>,
+    answer: Vec<u8>,
+}
+
+#[derive(Default)]
+struct MapStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl Store for MapStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Ok(match self.0.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let mut m = self.0.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return Err(StoreError::CasMismatch);
+        }
+        m.insert(
+            key.to_string(),
+            (value.to_vec(), current.map_or(1, |c| c + 1)),
+        );
+        Ok(())
+    }
+}
+
+impl Host for BenchHost {
+    fn now_ns(&self) -> u64 {
+        let t = self.now.get() + 1_000;
+        self.now.set(t);
+        t
+    }
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+    fn headers(&self, map: Map) -> Vec<(String, String)> {
+        match map {
+            Map::Request => self.request.clone(),
+            Map::Response => self.response.clone(),
+        }
+    }
+    fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
+        let b = match map {
+            Map::Request => &self.body,
+            Map::Response => &self.answer,
+        };
+        Ok(b[..size.min(b.len())].to_vec())
+    }
+    fn callout_answer(&self, _: usize) -> (Vec<(String, String)>, Vec<u8>) {
+        (Vec::new(), Vec::new())
+    }
+    fn grpc_answer(&self, _: usize) -> Vec<u8> {
+        Vec::new()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        (path == ["request", "id"]).then(|| b"0f0e0d0c-0b0a-0908-0706-050403020100".to_vec())
+    }
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+fn pairs(h: &[(&str, &str)]) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One request through the whole exchange (headers, body, answer headers and body, log), as
+/// the host layer drives it; returns how many effects it produced.
+fn exchange_once(plugin: &Rc<Plugin>, host: &BenchHost) -> usize {
+    let mut ex = Exchange::new(Some(plugin.clone()));
+    let inputs = [
+        Input::RequestHeaders {
+            end_of_stream: false,
+        },
+        Input::RequestBody {
+            size: host.body.len(),
+            end_of_stream: true,
+        },
+        Input::ResponseHeaders {
+            end_of_stream: false,
+        },
+        Input::ResponseBody {
+            size: host.answer.len(),
+            end_of_stream: true,
+        },
+        Input::Log,
+    ];
+    let mut effects = 0;
+    for input in inputs {
+        let out = ex.on(input, host);
+        effects += out.effects.len();
+        black_box(out);
+    }
+    effects
+}
+
+fn bench_exchange(name: &str, config: &str, body: &str) {
+    let answer = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
+    let host = BenchHost {
+        now: Cell::new(1_700_000_000_000_000_000),
+        store: MapStore::default(),
+        request: pairs(&[
+            (":authority", "127.0.0.1:10000"),
+            (":path", "/v1/chat/completions"),
+            (":method", "POST"),
+            (":scheme", "http"),
+            ("content-length", &body.len().to_string()),
+            ("content-type", "application/json"),
+            ("x-ai-proxy-cluster", "mock"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "0f0e0d0c-0b0a-0908-0706-050403020100"),
+        ]),
+        body: body.as_bytes().to_vec(),
+        response: pairs(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", &answer.len().to_string()),
+            ("date", "Mon, 30 Nov 2026 14:00:00 GMT"),
+            ("x-envoy-upstream-service-time", "1"),
+        ]),
+        answer: answer.to_vec(),
+    };
+    // Seed what `on_configure` seeds (counters and health keys), through the root.
+    let mut root = Root::new("bench".into());
+    root.configure(config.as_bytes(), b"bench", &host).unwrap();
+    let plugin = root.plugin().unwrap();
+    let effects = exchange_once(&plugin, &host);
+    bench(&format!("{name} ({effects} effects)"), || {
+        black_box(exchange_once(&plugin, &host));
     });
 }

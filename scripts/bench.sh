@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# What the filter costs over plain Envoy, on this machine: builds the filter and a no-op
-# Wasm filter, installs wrk if needed, and prints the table (integration/src/bin/bench.rs).
-# Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (16), BENCH_VARIANTS,
-# BENCH_PIN. Takes about 3 minutes.
+# What the filter costs in Envoy, on this machine: builds the filter, the no-op Wasm filter
+# and the body-read floor (bench/), installs wrk if needed, runs the native micro-benchmarks,
+# then the interleaved Envoy runs (integration/src/bin/bench.rs) and prints the tables.
+# Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_MB_ROUNDS (1), BENCH_CONNECTIONS (64),
+# BENCH_STREAMS (30), BENCH_VARIANTS, BENCH_PIN; BENCH_ABLATION=1 also builds the filter
+# once per `ablate-*` feature (Cargo.toml; into target/ablation) and measures each build.
+# BENCH_MICRO=0 skips the native micro-benchmarks. About 6 minutes; 20 with the ablation.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -14,15 +17,37 @@ if ! command -v wrk >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi
 fi
 build_wasm
-say "building the no-op Wasm filter (the floor)"
-CARGO_TARGET_DIR="$ROOT/target" cargo build --locked --release --target wasm32-wasip1 \
-    --manifest-path "$ROOT/bench/noop-filter/Cargo.toml"
-say "native micro-benchmarks of the hot paths"
-cargo bench --locked -p envoy-ai-proxy --bench hot_paths
+for f in noop floor; do
+    say "building the $f reference filter (bench/$f-filter)"
+    CARGO_TARGET_DIR="$ROOT/target" cargo build --locked --release --target wasm32-wasip1 \
+        --manifest-path "$ROOT/bench/$f-filter/Cargo.toml"
+done
+if [ "${BENCH_ABLATION:-}" = 1 ]; then
+    out="$ROOT/target/ablation/builds"
+    mkdir -p "$out"
+    features="$(sed -n 's/^\(ablate-[a-z-]*\) = \[\]$/\1/p' "$ROOT/Cargo.toml")"
+    for feature in $features; do
+        say "building the filter with $feature (benchmark only)"
+        CARGO_TARGET_DIR="$ROOT/target/ablation" cargo build --locked --release -q \
+            --target wasm32-wasip1 -p envoy-ai-proxy --features "$feature"
+        if [ -n "${WASM_OPT:-}" ]; then
+            "$WASM_OPT" "$ROOT/target/ablation/wasm32-wasip1/release/envoy_ai_proxy.wasm" -o "$out/$feature.wasm"
+        else
+            cp "$ROOT/target/ablation/wasm32-wasip1/release/envoy_ai_proxy.wasm" "$out/$feature.wasm"
+        fi
+    done
+    export BENCH_ABLATION="$out"
+else
+    unset BENCH_ABLATION
+fi
+if [ "${BENCH_MICRO:-1}" != 0 ]; then
+    say "native micro-benchmarks of the hot paths"
+    cargo bench --locked -p envoy-ai-proxy --bench hot_paths
+fi
 say "building the benchmark driver"
 cargo build --locked --release -q -p integration --bin bench
-say "running (plain Envoy, no-op Wasm filter, the AI proxy; interleaved rounds)"
-# With two cores or more, Envoy gets CPU 1 and wrk + the mock CPU 0, so Envoy's CPU per
+say "running (plain Envoy, no-op filter, body-read floor, the AI proxy; interleaved rounds)"
+# With two cores or more, Envoy gets CPU 1 and wrk + the upstream CPU 0, so Envoy's CPU per
 # request is measured without them competing (BENCH_PIN= to turn it off).
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && [ -z "${BENCH_PIN+set}" ]; then
     BENCH_PIN=1 taskset -c 0 "$ROOT/target/release/bench"

@@ -2,10 +2,13 @@
 //! patched by splicing so that every byte the filter does not change reaches the upstream
 //! as the client sent it (no re-encoding of messages, numbers or escapes).
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::scan;
 
 /// Why a body could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +23,9 @@ pub enum BodyError {
 
 /// One top-level member: the unescaped key and the byte span of its value in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Member {
-    key: String,
+struct Member<'a> {
+    /// Borrowed from the body unless it had escapes.
+    key: Cow<'a, str>,
     start: usize,
     end: usize,
 }
@@ -30,36 +34,36 @@ struct Member {
 #[derive(Debug)]
 pub struct JsonBody<'a> {
     text: &'a str,
-    members: Vec<Member>,
+    members: Vec<Member<'a>>,
     /// Byte offset of the object's closing `}`.
     close: usize,
 }
 
 impl<'a> JsonBody<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, BodyError> {
+        Self::parse_with(bytes, true)
+    }
+
+    /// `fast`: try the structural scan (`scan`) first; serde_json decides whatever it is not
+    /// sure of, and always without it.
+    fn parse_with(bytes: &'a [u8], fast: bool) -> Result<JsonBody<'a>, BodyError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(BodyError::Empty);
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw_members = de
-            .deserialize_map(TopLevel)
-            .and_then(|m| de.end().map(|()| m))
-            .map_err(|e| BodyError::Invalid(e.to_string()))?;
-
-        let base = text.as_ptr() as usize;
-        let mut members: Vec<Member> = Vec::with_capacity(raw_members.len());
-        for (key, raw) in raw_members {
+        let text = scan::utf8(bytes).ok_or(BodyError::NotUtf8)?;
+        let located = match fast.then(|| scan::object(text)).flatten() {
+            Some(members) => members
+                .into_iter()
+                .map(|m| (Cow::Borrowed(m.key), m.start, m.end))
+                .collect(),
+            None => serde_members(text)?,
+        };
+        let mut members: Vec<Member> = Vec::with_capacity(located.len());
+        for (key, start, end) in located {
             if members.iter().any(|m| m.key == key) {
-                return Err(BodyError::DuplicateKey(key));
+                return Err(BodyError::DuplicateKey(key.into_owned()));
             }
-            // The raw value borrows from `text`: its address gives its offset.
-            let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
-            members.push(Member {
-                key,
-                start,
-                end: start.saturating_add(raw.get().len()),
-            });
+            members.push(Member { key, start, end });
         }
         // Only JSON whitespace may follow the object (checked by `end()`), so the last
         // non-whitespace byte is its closing brace.
@@ -74,6 +78,22 @@ impl<'a> JsonBody<'a> {
         })
     }
 
+    /// What serde_json alone makes of a body, and what the members are (to compare with
+    /// the structural scan).
+    #[cfg(test)]
+    pub(crate) fn without_scan(bytes: &'a [u8]) -> Result<JsonBody<'a>, BodyError> {
+        Self::parse_with(bytes, false)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn spans(&self) -> (Vec<(String, usize, usize)>, usize) {
+        let m = self.members.iter();
+        (
+            m.map(|m| (m.key.to_string(), m.start, m.end)).collect(),
+            self.close,
+        )
+    }
+
     /// The raw JSON text of a top-level member's value.
     pub fn raw(&self, key: &str) -> Option<&'a str> {
         let m = self.members.iter().find(|m| m.key == key)?;
@@ -84,17 +104,16 @@ impl<'a> JsonBody<'a> {
     /// case-insensitive JSON decoding folds it), with the owned key it shadows.
     pub fn case_clash<'o>(&self, owned: &'o [String]) -> Option<(&str, &'o str)> {
         self.members.iter().find_map(|m| {
-            let folded = fold(&m.key);
             owned
                 .iter()
-                .find(|o| **o != m.key && fold(o) == folded)
-                .map(|o| (m.key.as_str(), o.as_str()))
+                .find(|o| **o != m.key && fold_eq(o, &m.key))
+                .map(|o| (m.key.as_ref(), o.as_str()))
         })
     }
 
     /// The top-level keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|m| m.key.as_str())
+        self.members.iter().map(|m| m.key.as_ref())
     }
 
     /// A top-level string member, unescaped.
@@ -164,23 +183,64 @@ impl<'a> JsonBody<'a> {
     }
 }
 
-/// A key as a case-insensitive decoder compares it: ASCII lower case, with the two
-/// characters Go's `encoding/json` also folds to ASCII (U+017F long s, U+212A Kelvin sign).
-fn fold(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '\u{17f}' => 's',
-            '\u{212a}' => 'k',
-            c => c.to_ascii_lowercase(),
+/// How many bytes `a` and `b` end with in common (compared sixteen at a time).
+pub fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let block = |c: &[u8]| <[u8; 16]>::try_from(c).ok();
+    let blocks = a
+        .rchunks_exact(16)
+        .zip(b.rchunks_exact(16))
+        .take_while(|(x, y)| block(x) == block(y))
+        .count();
+    let same = blocks.saturating_mul(16);
+    let a = a.get(..a.len().saturating_sub(same)).unwrap_or(&[]);
+    let b = b.get(..b.len().saturating_sub(same)).unwrap_or(&[]);
+    let more = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    same.saturating_add(more)
+}
+
+/// Every top-level member (key, value span), as serde_json reads the object.
+fn serde_members(text: &str) -> Result<Vec<(Cow<'_, str>, usize, usize)>, BodyError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw_members = de
+        .deserialize_map(TopLevel)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| BodyError::Invalid(e.to_string()))?;
+    let base = text.as_ptr() as usize;
+    Ok(raw_members
+        .into_iter()
+        .map(|(key, raw)| {
+            // The raw value borrows from `text`: its address gives its offset.
+            let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
+            (key, start, start.saturating_add(raw.get().len()))
         })
-        .collect()
+        .collect())
+}
+
+/// A key's character as a case-insensitive decoder compares it: ASCII lower case, with the two
+/// characters Go's `encoding/json` also folds to ASCII (U+017F long s, U+212A Kelvin sign).
+fn fold(c: char) -> char {
+    match c {
+        '\u{17f}' => 's',
+        '\u{212a}' => 'k',
+        c => c.to_ascii_lowercase(),
+    }
+}
+
+/// Whether two keys fold to the same (compared as they go: no copy is made).
+fn fold_eq(a: &str, b: &str) -> bool {
+    a.chars().map(fold).eq(b.chars().map(fold))
 }
 
 /// Visits the top-level object, keeping each value as raw, borrowed JSON.
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
-    type Value = Vec<(String, &'de RawValue)>;
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -188,11 +248,42 @@ impl<'de> Visitor<'de> for TopLevel {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             out.push((key, value));
         }
         Ok(out)
+    }
+}
+
+/// A top-level key, borrowed from the body when it has no escapes (no copy per key).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
     }
 }
 
@@ -331,6 +422,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, r#"{"c":30,"a":10,"b":20}"#);
+    }
+
+    #[test]
+    fn common_suffixes() {
+        let long = "y".repeat(1000);
+        let cases = [
+            ("", "", 0),
+            ("abc", "", 0),
+            ("abc", "xbc", 2),
+            ("abc", "abc", 3),
+            (
+                "{\"model\":\"a\",\"m\":1}",
+                "{\"model\":\"gpt\",\"m\":1}",
+                8,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(common_suffix(a.as_bytes(), b.as_bytes()), want, "{a} {b}");
+            assert_eq!(common_suffix(b.as_bytes(), a.as_bytes()), want, "{b} {a}");
+        }
+        for cut in [0, 1, 15, 16, 17, 999] {
+            let a = format!("x{long}");
+            let b = format!("zz{}", &long[cut..]);
+            assert_eq!(common_suffix(a.as_bytes(), b.as_bytes()), 1000 - cut);
+        }
     }
 
     #[test]

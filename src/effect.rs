@@ -164,9 +164,17 @@ impl Effect {
 
     /// A filter state value, made safe for any access-log format: control characters
     /// (a newline would forge a log line) are dropped and the length is capped.
-    pub fn state(name: &'static str, value: impl AsRef<str>) -> Effect {
+    pub fn state(name: &'static str, value: impl AsRef<str> + Into<String>) -> Effect {
+        // The usual value (short, printable) is kept as it is (an owned one is not even
+        // copied). Control characters are U+0000-U+001F, U+007F and U+0080-U+009F (encoded
+        // 0xC2 0x80-0x9F): a value without those bytes has none.
+        let v = value.as_ref();
+        if v.len() <= MAX_STATE_VALUE && v.bytes().all(|b| b >= 0x20 && b != 0x7f && b != 0xc2) {
+            return Effect::FilterState(name, value.into());
+        }
+        let value = value.as_ref();
         let mut out = String::new();
-        for c in value.as_ref().chars().filter(|c| !c.is_control()) {
+        for c in value.chars().filter(|c| !c.is_control()) {
             if out.len().saturating_add(c.len_utf8()) > MAX_STATE_VALUE {
                 out.push('…');
                 break;
@@ -255,5 +263,40 @@ mod tests {
         };
         assert!(long.len() <= MAX_STATE_VALUE + '…'.len_utf8());
         assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn the_fast_path_keeps_exactly_what_the_filter_keeps() {
+        let slow = |v: &str| {
+            let mut out = String::new();
+            for c in v.chars().filter(|c| !c.is_control()) {
+                if out.len() + c.len_utf8() > MAX_STATE_VALUE {
+                    out.push('…');
+                    break;
+                }
+                out.push(c);
+            }
+            out
+        };
+        let long = "m".repeat(MAX_STATE_VALUE);
+        let longer = "m".repeat(MAX_STATE_VALUE + 1);
+        for v in [
+            "",
+            "gpt-4o",
+            "é ü ñ \u{a0}",
+            "\u{9f}x",
+            "a\u{85}b",
+            "\u{7f}",
+            "tab\there",
+            &long,
+            &longer,
+            "caf\u{e9}\u{80}",
+        ] {
+            assert_eq!(
+                Effect::state("s", v),
+                Effect::FilterState("s", slow(v)),
+                "{v:?}"
+            );
+        }
     }
 }

@@ -35,11 +35,17 @@
     )
 )]
 
+// Benchmark-only cost switches, applied by the host layer (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod ablate;
 pub mod balancer;
+// Used by the host layer only (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod batch;
 pub mod body;
 pub mod clusters;
 pub mod config;
-pub(crate) mod effect;
+pub mod effect;
 pub(crate) mod error;
 pub mod exchange;
 pub(crate) mod fallback;
@@ -51,8 +57,9 @@ pub(crate) mod provider;
 pub mod quota;
 pub mod ratelimit;
 pub mod root;
+pub(crate) mod scan;
 pub mod sse;
-pub(crate) mod store;
+pub mod store;
 pub mod usage;
 // Used by the host layer only (wasm32); tested natively.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

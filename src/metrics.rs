@@ -35,6 +35,11 @@ pub fn label(value: &str) -> String {
     if value.is_empty() {
         return "unknown".into();
     }
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    // The usual label (a configured instance name, a model id) is already safe: one copy.
+    if value.len() <= MAX_LABEL && value.bytes().all(safe) {
+        return value.to_string();
+    }
     value
         .chars()
         .take(MAX_LABEL)

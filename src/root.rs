@@ -62,6 +62,7 @@ impl Root {
             .any(|i| i.active_check.is_some());
         if checks {
             shared::seed(&plugin.config, &plugin.scope, store);
+            shared::seed_generation(&plugin.scope, store);
         }
         if active {
             prober::Prober::seed(&plugin.scope, store);

@@ -41,6 +41,8 @@ pub struct Plugin {
     rr: Cell<RoundRobin>,
     models: Cell<Models>,
     consumers: Cell<Models>,
+    /// The health states this worker read last (see `health::shared::generation_key`).
+    health: Cell<health::shared::Cache>,
 }
 
 impl Plugin {
@@ -57,6 +59,7 @@ impl Plugin {
             rr: Cell::new(RoundRobin::default()),
             models: Cell::new(Models::default()),
             consumers: Cell::new(Models::default()),
+            health: Cell::default(),
         }
     }
 
@@ -95,7 +98,12 @@ impl Plugin {
 
     fn unhealthy(&self, host: &dyn Host) -> Vec<bool> {
         let now_ms = host.now_ns() / 1_000_000;
-        health::shared::unhealthy(&self.config, &self.scope, host.store(), now_ms)
+        let mut cache = self.health.take();
+        let store = host.store();
+        let out =
+            health::shared::unhealthy_cached(&self.config, &self.scope, store, now_ms, &mut cache);
+        self.health.set(cache);
+        out
     }
 
     /// A real answer (or a failure to get one) from instance `index` feeds its passive check.

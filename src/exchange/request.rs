@@ -259,7 +259,7 @@ impl Exchange {
             instance.name,
             up.cluster
         );
-        let mut effects = request_edits(config, &up, body_len, self.chunked);
+        let mut effects = request_edits(config, &up, req.body.text().as_bytes(), self.chunked);
         // Access logs show the path the client called, never the rewritten one (it may carry
         // an `auth.query` key): Envoy's default format logs this header when present.
         if up.path != self.client_path {
@@ -333,12 +333,7 @@ pub(super) fn internal(what: &str, why: &str) -> ProxyError {
 }
 
 /// The edits that turn the paused request into the attempt's upstream request.
-fn request_edits(
-    config: &Config,
-    up: &Upstream<'_>,
-    body_size: usize,
-    chunked: bool,
-) -> Vec<Effect> {
+fn request_edits(config: &Config, up: &Upstream<'_>, body: &[u8], chunked: bool) -> Vec<Effect> {
     let set = |n: &str, v: &str| Effect::SetHeader(Map::Request, n.to_string(), v.to_string());
     let mut out = vec![
         set(&config.cluster_header, up.cluster),
@@ -361,10 +356,17 @@ fn request_edits(
     let timeout_ms = if up.stream { 0 } else { config.timeout_ms };
     out.push(set(TIMEOUT_HEADER, &timeout_ms.to_string()));
     if let Some(new_body) = &up.body {
+        // Envoy replaces a prefix of the buffered body: only the bytes up to the last change
+        // go back, the client's unchanged tail (most of a large body) stays where it is.
+        let new = new_body.as_bytes();
+        let same = crate::body::common_suffix(body, new);
         out.push(Effect::ReplaceBody {
             map: Map::Request,
-            size: body_size,
-            bytes: new_body.as_bytes().to_vec(),
+            size: body.len().saturating_sub(same),
+            bytes: new
+                .get(..new.len().saturating_sub(same))
+                .unwrap_or(new)
+                .to_vec(),
         });
         // Envoy does not fix content-length after a body change; a stale one desynchronises
         // the upstream connection.

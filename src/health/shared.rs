@@ -45,27 +45,99 @@ pub fn seed(config: &Config, scope: &str, store: &dyn Store) {
     }
 }
 
-/// Which instances the health checks have taken out now (empty without checks).
-pub fn unhealthy(config: &Config, scope: &str, store: &dyn Store, now_ms: u64) -> Vec<bool> {
-    if !any(config) {
-        return Vec::new();
+/// The key whose compare-and-swap token changes whenever a health state of the
+/// configuration is written (each write of a state moves it on). A worker that finds the
+/// token it saw last keeps the states it read then: one read per request instead of two
+/// per checked instance, and never a stale state. Created at configure time
+/// ([`seed_generation`]); without it every request reads every state.
+pub fn generation_key(scope: &str) -> String {
+    format!("aiproxy.hc.{scope}.generation")
+}
+
+pub fn seed_generation(scope: &str, store: &dyn Store) {
+    let key = generation_key(scope);
+    if let Err(e) = store::seed(store, &key, b"0") {
+        log::warn!("envoy-ai-proxy: cannot seed {key}: {e}");
     }
+}
+
+/// A state was written: the generation moves on (when there is one).
+fn next_generation(scope: &str, store: &dyn Store) {
+    let key = generation_key(scope);
+    let moved = store::update(store, &key, |value| {
+        let n: u64 = std::str::from_utf8(value?).ok()?.parse().ok()?;
+        Some((n.wrapping_add(1).to_string().into_bytes(), ()))
+    });
+    if let Err(e) = moved {
+        log::debug!("envoy-ai-proxy: {key} not moved on: {e}");
+    }
+}
+
+/// The health states of every instance, as stored (`None`: unchecked or unreadable).
+type States = Vec<(Option<ActiveState>, Option<PassiveState>)>;
+
+fn read_states(config: &Config, scope: &str, store: &dyn Store) -> States {
     config
         .instances
         .iter()
         .map(|inst| {
             let (active_key, passive_key) = keys(scope, &inst.name);
-            let active_down = inst.active_check.is_some()
-                && store::read(store, &active_key)
-                    .and_then(|v| ActiveState::decode(&v))
-                    .is_some_and(|s| !s.healthy);
-            let passive_down = inst.passive_check.is_some()
-                && store::read(store, &passive_key)
-                    .and_then(|v| PassiveState::decode(&v))
-                    .is_some_and(|s| s.down(now_ms));
-            active_down || passive_down
+            let active = inst.active_check.as_ref().and_then(|_| {
+                store::read(store, &active_key).and_then(|v| ActiveState::decode(&v))
+            });
+            let passive = inst.passive_check.as_ref().and_then(|_| {
+                store::read(store, &passive_key).and_then(|v| PassiveState::decode(&v))
+            });
+            (active, passive)
         })
         .collect()
+}
+
+fn down(states: &States, now_ms: u64) -> Vec<bool> {
+    states
+        .iter()
+        .map(|(active, passive)| {
+            active.is_some_and(|s| !s.healthy) || passive.is_some_and(|s| s.down(now_ms))
+        })
+        .collect()
+}
+
+/// Which instances the health checks have taken out now (empty without checks).
+pub fn unhealthy(config: &Config, scope: &str, store: &dyn Store, now_ms: u64) -> Vec<bool> {
+    if !any(config) {
+        return Vec::new();
+    }
+    down(&read_states(config, scope, store), now_ms)
+}
+
+/// The states one worker read last, and the generation they were read at.
+#[derive(Debug, Default)]
+pub struct Cache {
+    generation: Option<u32>,
+    states: States,
+}
+
+/// As [`unhealthy`], reading the states again only when the generation moved on since
+/// `cache` was filled.
+pub fn unhealthy_cached(
+    config: &Config,
+    scope: &str,
+    store: &dyn Store,
+    now_ms: u64,
+    cache: &mut Cache,
+) -> Vec<bool> {
+    if !any(config) {
+        return Vec::new();
+    }
+    let generation = store
+        .get(&generation_key(scope))
+        .ok()
+        .and_then(|(_, cas)| cas);
+    if generation.is_none() || generation != cache.generation {
+        cache.states = read_states(config, scope, store);
+        cache.generation = generation;
+    }
+    down(&cache.states, now_ms)
 }
 
 /// The health gauge of every checked instance: 1 in, 0 out.
@@ -104,6 +176,9 @@ pub fn observe(
         let (next, taken_out) = state.after(check, outcome, retry_after, now_ms)?;
         Some((next.encode(), (next, taken_out)))
     });
+    if let Ok(Some(_)) = written {
+        next_generation(scope, store);
+    }
     match written {
         Ok(Some((next, true))) => log::warn!(
             "envoy-ai-proxy: instance {} taken out for {} ms after {outcome:?}",
@@ -138,6 +213,9 @@ pub fn record_probe(
         let (next, flipped) = state.after(check, outcome);
         (next != state).then(|| (next.encode(), (next, flipped)))
     });
+    if let Ok(Some(_)) = written {
+        next_generation(scope, store);
+    }
     match written {
         Ok(Some((next, true))) => {
             let now = if next.healthy { "healthy" } else { "unhealthy" };
@@ -207,6 +285,65 @@ mod tests {
         }
         assert!(actively_healthy("s", &store, "a"));
         assert_eq!(unhealthy(&c, "s", &store, now + 5000), vec![false, false]);
+    }
+
+    /// Counts the reads that reach the store.
+    struct Counting<'a>(&'a Mem, std::cell::Cell<usize>);
+
+    impl Store for Counting<'_> {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), store::StoreError> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, v: &[u8], cas: Option<u32>) -> Result<(), store::StoreError> {
+            self.0.set(key, v, cas)
+        }
+    }
+
+    #[test]
+    fn a_worker_reads_the_states_again_only_when_one_was_written() {
+        let c = cfg();
+        let mem = Mem::default();
+        let now = 5_000_000;
+        seed(&c, "s", &mem);
+        seed_generation("s", &mem);
+        let store = Counting(&mem, std::cell::Cell::new(0));
+        let mut cache = Cache::default();
+        let reads = |now_ms: u64, cache: &mut Cache| {
+            let before = store.1.get();
+            let down = unhealthy_cached(&c, "s", &store, now_ms, cache);
+            (down, store.1.get() - before)
+        };
+        // First: the generation and both states of a (b has no checks).
+        assert_eq!(reads(now, &mut cache), (vec![false, false], 3));
+        // Nothing written since: the generation only.
+        assert_eq!(reads(now, &mut cache), (vec![false, false], 1));
+        // Another worker's observations (same store): seen at once.
+        for _ in 0..2 {
+            observe(&c, "s", &mem, 0, Outcome::Status(503), None, now);
+        }
+        assert_eq!(reads(now, &mut cache), (vec![true, false], 3));
+        assert_eq!(reads(now, &mut cache), (vec![true, false], 1));
+        // The cooldown ends by the clock, without a write.
+        assert_eq!(reads(now + 5000, &mut cache), (vec![false, false], 1));
+        // A probe result moves the generation too.
+        for _ in 0..2 {
+            record_probe(&c, "s", &mem, 0, Outcome::ConnectFailure);
+        }
+        assert_eq!(reads(now + 5000, &mut cache), (vec![true, false], 3));
+        // The same answers as reading everything every time.
+        assert_eq!(
+            unhealthy(&c, "s", &mem, now + 5000),
+            reads(now + 5000, &mut cache).0
+        );
+        // Without a generation key (not seeded): every state, every time.
+        let bare = Mem::default();
+        seed(&c, "s", &bare);
+        let store = Counting(&bare, std::cell::Cell::new(0));
+        let mut cache = Cache::default();
+        unhealthy_cached(&c, "s", &store, now, &mut cache);
+        unhealthy_cached(&c, "s", &store, now, &mut cache);
+        assert_eq!(store.1.get(), 6);
     }
 
     #[test]

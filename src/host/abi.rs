@@ -33,6 +33,7 @@ extern "C" {
     fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_set_header_map_pairs(map: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(ret_time: *mut u64) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
@@ -107,6 +108,13 @@ pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
     Ok(take(status, data, size)?
         .map(|bytes| deserialize_map(&bytes))
         .unwrap_or_default())
+}
+
+/// Replaces a whole header map with these pairs (one call for many edits).
+pub fn set_headers(map: u32, pairs: &[(&str, &str)]) -> Result<(), Status> {
+    let bytes = serialize_map(pairs);
+    // SAFETY: pointer and length describe a live buffer.
+    check(unsafe { proxy_set_header_map_pairs(map, bytes.as_ptr(), bytes.len()) })
 }
 
 /// A shared-data value and its CAS token; `(None, None)` when the key does not exist.

@@ -10,16 +10,17 @@ use super::{drive, Env};
 use crate::effect::Input;
 use crate::exchange::{Exchange, Plugin};
 
-pub struct Filter(Exchange);
+pub struct Filter(Exchange, Env);
 
 impl Filter {
     pub fn new(plugin: Option<Rc<Plugin>>) -> Filter {
-        Filter(Exchange::new(plugin))
+        Filter(Exchange::new(plugin), Env::default())
     }
 
     fn on(&mut self, input: Input) -> Action {
-        let out = self.0.on(input, &Env);
-        drive(out, |i| self.0.on(i, &Env))
+        let env = self.1.callback();
+        let out = self.0.on(input, env);
+        drive(out, env, |i| self.0.on(i, env))
     }
 }
 

@@ -5,7 +5,7 @@
 mod abi;
 mod http;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -15,6 +15,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
+use crate::ablate;
+use crate::batch::{self, Kept};
 use crate::effect::{Effect, Host, Input, Map, Out, Step};
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
@@ -46,6 +48,9 @@ struct SharedData;
 
 impl Store for SharedData {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        if !ablate::reads(key) {
+            return Ok((None, None));
+        }
         abi::shared_data(key).map_err(|s| StoreError::Unavailable(s.to_string()))
     }
 
@@ -57,20 +62,45 @@ impl Store for SharedData {
     }
 }
 
-/// The core's reads, as host calls.
-struct Env;
+/// The core's reads, as host calls, for one context. The clock is read once per callback
+/// (the core asks for it several times; no duration it keeps is shorter than a callback).
+/// The request's header map is kept as read and edited, so that a callback's edits are one
+/// write of the whole map (`batch`).
+#[derive(Default)]
+struct Env {
+    now_ns: Cell<u64>,
+    kept: RefCell<Kept>,
+}
+
+impl Env {
+    /// A new callback: the clock moves on.
+    fn callback(&self) -> &Env {
+        self.now_ns.set(0);
+        self
+    }
+}
 
 impl Host for Env {
     fn now_ns(&self) -> u64 {
-        abi::now_ns()
+        if self.now_ns.get() == 0 {
+            self.now_ns.set(abi::now_ns());
+        }
+        self.now_ns.get()
     }
     fn store(&self) -> &dyn Store {
         &SharedData
     }
     fn headers(&self, map: Map) -> Vec<(String, String)> {
-        abi::headers(header_map(map)).unwrap_or_default()
+        let headers = abi::headers(header_map(map)).unwrap_or_default();
+        if map == Map::Request {
+            self.kept.borrow_mut().request = Some(headers.clone());
+        }
+        headers
     }
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
+        if map == Map::Response && !ablate::meters() {
+            return Ok(Vec::new());
+        }
         abi::buffer(body_buffer(map), 0, size)
             .map(Option::unwrap_or_default)
             .map_err(|s| s.to_string())
@@ -83,6 +113,9 @@ impl Host for Env {
         abi::bytes(GRPC_RECEIVE_BUFFER, size)
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        if !ablate::reads_property(path) {
+            return None;
+        }
         abi::property(path).ok().flatten()
     }
     fn env(&self, name: &str) -> Option<String> {
@@ -96,7 +129,10 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// Applies one effect; returns the feedback it calls for.
-fn apply(effect: Effect) -> Result<Option<Input>, String> {
+fn apply(effect: Effect, env: &Env) -> Result<Option<Input>, String> {
+    if !env.kept.borrow_mut().needed(&effect) {
+        return Ok(None);
+    }
     let done = match effect {
         Effect::SetHeader(map, n, v) => abi::set_header(header_map(map), &n, &v),
         Effect::RemoveHeader(map, n) => abi::remove_header(header_map(map), &n),
@@ -104,32 +140,29 @@ fn apply(effect: Effect) -> Result<Option<Input>, String> {
             abi::set_buffer(body_buffer(map), 0, size, &bytes)
         }
         Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
-        Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
+        Effect::FilterState(n, v) => {
+            abi::set_property(n, v.as_bytes()).map(|()| env.kept.borrow_mut().wrote(n, v))
+        }
         Effect::Metric { kind, name, value } => metric(kind, &name, value),
         Effect::TickPeriod(ms) => abi::set_tick_period_ms(ms),
         Effect::Resume => abi::resume_request(),
         Effect::Dispatch(c) => {
             // Through the SDK: only it can register the token that routes the answer back
             // to this context. It returns Envoy's callout failures as values.
+            let (cluster, body) = (&c.cluster, c.body.as_deref());
             let timeout = Duration::from_millis(c.timeout_ms);
             let result = match &c.grpc {
-                None => hostcalls::dispatch_http_call(
-                    &c.cluster,
-                    pairs(&c.headers),
-                    c.body.as_deref(),
-                    vec![],
-                    timeout,
-                ),
+                None => {
+                    hostcalls::dispatch_http_call(cluster, pairs(&c.headers), body, vec![], timeout)
+                }
                 Some(g) => {
-                    let meta = c.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-                    let body = c.body.as_deref();
+                    let meta = c
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                        .collect();
                     hostcalls::dispatch_grpc_call(
-                        &c.cluster,
-                        &g.service,
-                        &g.method,
-                        meta.collect(),
-                        body,
-                        timeout,
+                        cluster, &g.service, &g.method, meta, body, timeout,
                     )
                 }
             };
@@ -145,14 +178,26 @@ fn apply(effect: Effect) -> Result<Option<Input>, String> {
 
 /// Applies the core's answer, feeding back what the effects call for once their batch is
 /// applied (a failed required effect ends its batch); returns the last step.
-fn drive(out: Out, mut again: impl FnMut(Input) -> Out) -> Action {
+fn drive(out: Out, env: &Env, mut again: impl FnMut(Input) -> Out) -> Action {
     let mut step = out.step;
     let mut effects = out.effects;
     let mut queue = VecDeque::new();
     loop {
+        effects.retain(ablate::applies);
+        let folded = batch::fold(&mut effects, env.kept.borrow().request.as_ref());
+        if let Some(map) = folded {
+            match abi::set_headers(header_map(Map::Request), &pairs(&map)) {
+                Ok(()) => env.kept.borrow_mut().request = Some(map),
+                // Required: none of the batch applies.
+                Err(why) => {
+                    queue.push_back(Input::Failed(why.to_string()));
+                    effects.clear();
+                }
+            }
+        }
         for e in effects {
             let required = e.required();
-            match apply(e) {
+            match apply(e, env) {
                 Ok(Some(input)) => queue.push_back(input),
                 Ok(None) => {}
                 Err(why) if required => {
@@ -180,7 +225,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         // Random per VM (WASI random), so two VMs never share an identity.
         let id = RandomState::new().hash_one(abi::now_ns());
-        Box::new(RootCtx(Root::new(format!("{id:016x}"))))
+        Box::new(RootCtx(Root::new(format!("{id:016x}")), Env::default()))
     });
 }}
 
@@ -195,7 +240,7 @@ impl log::Log for HostLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
+        if self.enabled(record.metadata()) && ablate::logs(record.level()) {
             abi::log(envoy_level(record.level()), &record.args().to_string());
         }
     }
@@ -217,12 +262,19 @@ fn sync_log_level() {
     log::set_max_level(log_filter(abi::log_level().ok()));
 }
 
-struct RootCtx(Root);
+struct RootCtx(Root, Env);
+
+impl RootCtx {
+    fn drive(&mut self, out: impl FnOnce(&mut Root, &Env) -> Out) {
+        let env = self.1.callback();
+        let out = out(&mut self.0, env);
+        drive(out, env, |i| self.0.on(i, env));
+    }
+}
 
 impl Context for RootCtx {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        let out = self.0.on(Input::CalloutAnswer { token, body_size }, &Env);
-        drive(out, |i| self.0.on(i, &Env));
+        self.drive(|root, env| root.on(Input::CalloutAnswer { token, body_size }, env));
     }
 }
 
@@ -242,9 +294,9 @@ impl RootContext for RootCtx {
             }
         };
         let name = abi::property(&["plugin_name"]).ok().flatten();
-        match self.0.configure(&raw, &name.unwrap_or_default(), &Env) {
+        match self.0.configure(&raw, &name.unwrap_or_default(), &self.1) {
             Ok(effects) => {
-                drive(Out::go(effects), |i| self.0.on(i, &Env));
+                self.drive(|_, _| Out::go(effects));
                 true
             }
             Err(e) => {
@@ -255,8 +307,7 @@ impl RootContext for RootCtx {
     }
 
     fn on_tick(&mut self) {
-        let effects = self.0.tick(&Env);
-        drive(Out::go(effects), |i| self.0.on(i, &Env));
+        self.drive(|root, env| Out::go(root.tick(env)));
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

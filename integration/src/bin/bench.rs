@@ -1,26 +1,64 @@
-//! What the filter costs over plain Envoy: `scripts/bench.sh` runs this. Same machine, same
-//! Envoy `--concurrency 1`, same load (wrk), interleaved rounds over four variants: plain
-//! Envoy, a no-op Wasm filter (the floor for any Wasm filter), the AI proxy with one
-//! provider, and with two instances, rate limits and health checks. Prints requests/s,
-//! latency, Envoy CPU per request and peak RSS, each as a ratio to plain and to no-op; the
-//! streaming time to first byte; and the `.wasm` sizes.
+//! What the filter costs, measured in the real Envoy: `scripts/bench.sh` runs this. Every
+//! variant gets the same Envoy (`--concurrency 1`), bootstrap, load (wrk) and upstream, in
+//! interleaved rounds; only the HTTP filters differ:
+//! - plain Envoy (no filter), a no-op Wasm filter (the floor for any Wasm filter), the
+//!   body-read floor (`bench/floor-filter`: holds the headers, buffers the body, reads it
+//!   once, sets one header: what any filter that routes from the body must do), and the
+//!   contract floor (the same filter making the host calls the AI proxy's contract takes for
+//!   one request, and nothing else);
+//! - the AI proxy with one provider, and with three instances, token limits and active and
+//!   passive health checks;
+//! - with `BENCH_ABLATION=<dir>`: the many-instance configuration (summary logs on) on the
+//!   normal build and on each `ablate-*.wasm` build found in the directory (one cost centre
+//!   switched off each; see src/ablate.rs).
 //!
-//! Env: BENCH_SECONDS (per run, default 5), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (16).
+//! Prints, per body size, requests/s as a ratio to the floor and to the no-op filter, Envoy
+//! CPU per request (and over the floor's), latency; the cost per KB; the streaming time to
+//! first byte and peak RSS against the no-op filter; the ablation table; the `.wasm` sizes.
+//!
+//! Env: BENCH_SECONDS (per run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_MB_ROUNDS
+//! (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30), BENCH_VARIANTS (substrings of
+//! the variant names to run), BENCH_PIN (the CPU for Envoy), BENCH_ABLATION, BENCH_BUILDS
+//! (a directory of `.wasm` builds to compare side by side), BENCH_BUILD_CONFIG, BENCH_WARMUP
+//! (seconds per variant and size, 1), BENCH_CALLGRIND=1 (count Envoy's instructions instead
+//! of its CPU time: see `callgrind`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use integration::envoy::{render, repo_root, wasm_path, yaml_str};
-use integration::{Envoy, MockLlm};
+use integration::Envoy;
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const PLAIN: &str = "plain Envoy";
+const NOOP: &str = "no-op Wasm filter";
+const FLOOR: &str = "body-read floor";
+const CONTRACT: &str = "contract floor";
+const ONE: &str = "AI proxy, one provider";
+const MANY: &str = "AI proxy, 3 instances + limits + health";
+const SIZES: [(&str, usize); 3] = [
+    ("1 KB", 1024),
+    ("100 KB", 100 * 1024),
+    ("1 MB", 1024 * 1024),
+];
 
 struct Variant {
-    name: &'static str,
+    name: String,
     envoy: Envoy,
-    /// Whether the 100 KB body runs on it too.
+    /// Runs the 100 KB and 1 MB bodies too (the ablation builds run 1 KB only).
     big: bool,
 }
 
@@ -54,7 +92,7 @@ fn wasm_filter(path: &str, name: &str, config: &str) -> Value {
     })
 }
 
-fn bootstrap(filters: &[Value], mock_port: u16) -> anyhow::Result<String> {
+fn bootstrap(filters: &[Value], upstream_port: u16) -> anyhow::Result<String> {
     let filters = filters
         .iter()
         .map(|f| format!("- {f}"))
@@ -63,7 +101,7 @@ fn bootstrap(filters: &[Value], mock_port: u16) -> anyhow::Result<String> {
     let clusters = json!([{
         "name": "mock", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "mock", "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}]}]}
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
     }]);
     render(
         "bench.yaml.tmpl",
@@ -79,6 +117,108 @@ fn chat_body(size: usize) -> String {
         {"role": "user", "content": filler}]})
     .to_string()
 }
+
+// ---- The upstream: a fixed answer, as cheap as can be, so the load core is not the limit.
+
+type UpBody = BoxBody<Bytes, Infallible>;
+
+const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
+
+fn event(v: Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// An OpenAI stream of `n` content events: role, contents, finish, usage, `[DONE]`.
+fn stream_events(n: usize) -> Vec<Bytes> {
+    let chunk = |delta: Value, finish: Value| {
+        event(
+            json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+                     "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    out.extend((0..n).map(|i| chunk(json!({"content": format!("word{i} ")}), Value::Null)));
+    out.push(chunk(json!({}), json!("stop")));
+    out.push(event(
+        json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+        "created": 1700000000, "model": "gpt-4o-mini", "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}}),
+    ));
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
+}
+
+struct Events(mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for Events {
+    type Item = Result<Frame<Bytes>, Infallible>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Any request: its body is drained, the fixed chat answer goes back; with `x-mock-events:
+/// N` (and `x-mock-interval-ms`), a stream of N events instead.
+async fn answer(req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+    let num = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    };
+    let events = num("x-mock-events");
+    let interval = Duration::from_millis(num("x-mock-interval-ms").unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    let response = Response::builder().status(200);
+    let response = match events {
+        None => response
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(ANSWER.as_bytes())).boxed()),
+        Some(n) => {
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                for e in stream_events(usize::try_from(n).unwrap_or(3)) {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            });
+            response
+                .header("content-type", "text/event-stream")
+                .body(StreamBody::new(Events(rx)).boxed())
+        }
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+async fn start_upstream() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+// ---- Measuring.
 
 fn clk_tck() -> f64 {
     Command::new("getconf")
@@ -126,12 +266,14 @@ fn duration_ms(s: &str) -> Option<f64> {
 }
 
 /// Runs wrk against `url` with the Lua script; returns the run and the request count.
-fn wrk(url: &str, script: &PathBuf, seconds: u64, connections: u64) -> anyhow::Result<(Run, u64)> {
+fn wrk(url: &str, script: &Path, seconds: u64, connections: u64) -> anyhow::Result<(Run, u64)> {
     let out = Command::new("wrk")
         .args([
             "-t1",
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
+            "--timeout",
+            "30s",
             "--latency",
             "-s",
         ])
@@ -167,63 +309,193 @@ fn wrk(url: &str, script: &PathBuf, seconds: u64, connections: u64) -> anyhow::R
     Ok((run, requests))
 }
 
+/// One wrk run with Envoy's CPU time over it.
+fn measure(
+    v: &Variant,
+    script: &Path,
+    seconds: u64,
+    connections: u64,
+    tck: f64,
+) -> anyhow::Result<Run> {
+    let pid = v.envoy.pid();
+    if callgrind() {
+        callgrind_control(&["-i", "on"], pid)?;
+        callgrind_control(&["-z"], pid)?;
+    }
+    let before = cpu_ticks(pid)?;
+    let (mut run, requests) = wrk(
+        &v.envoy.url("/v1/chat/completions"),
+        script,
+        seconds,
+        connections,
+    )
+    .with_context(|| v.name.clone())?;
+    let cpu_s = (cpu_ticks(pid)? - before) as f64 / tck;
+    run.cpu_us_per_req = if requests > 0 {
+        cpu_s * 1e6 / requests as f64
+    } else {
+        0.0
+    };
+    if callgrind() {
+        // Under callgrind the "CPU" column is thousands of instructions per request.
+        let loaded = callgrind_dump(pid)?;
+        run.cpu_us_per_req = callgrind_per_request(pid, &loaded, seconds, requests)? / 1000.0;
+    }
+    Ok(run)
+}
+
+/// BENCH_CALLGRIND=1: Envoy runs under valgrind's callgrind, and each run counts the
+/// instructions its worker thread executed per request (user space: Envoy's own code and
+/// the filter's compiled code; not the kernel, not V8's compiler threads), net of what the
+/// worker does when idle. The load on the machine does not change the count. About fifty
+/// times slower than a plain run.
+/// What the cost column holds.
+fn cost_unit() -> &'static str {
+    if callgrind() {
+        "Envoy k instructions/req"
+    } else {
+        "Envoy CPU µs/req"
+    }
+}
+
+fn callgrind() -> bool {
+    std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v == "1")
+}
+
+fn callgrind_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ai-proxy-bench-cg-{}", std::process::id()))
+}
+
+/// A script that starts `envoy` under callgrind, instrumenting nothing until told.
+fn callgrind_wrapper(envoy: &Path) -> anyhow::Result<PathBuf> {
+    let dir = callgrind_dir();
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("envoy");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec valgrind --tool=callgrind --smc-check=all-non-file \
+             --instr-atstart=no --separate-threads=yes --callgrind-out-file={d}/cg.%p --log-file={d}/vg.%p.log {e} \"$@\"\n",
+            d = dir.display(),
+            e = envoy.display()
+        ),
+    )?;
+    Command::new("chmod").arg("+x").arg(&script).status()?;
+    Ok(script)
+}
+
+fn callgrind_control(args: &[&str], pid: u32) -> anyhow::Result<()> {
+    let out = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .context("running callgrind_control")?;
+    if !out.status.success() {
+        bail!(
+            "callgrind_control {args:?} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The instructions of each thread since the last zeroing, by thread (the dump's file
+/// suffix): the counters are dumped and the newest dump of `pid` read.
+fn callgrind_dump(pid: u32) -> anyhow::Result<BTreeMap<String, u64>> {
+    callgrind_control(&["-d"], pid)?;
+    let dir = callgrind_dir();
+    let prefix = format!("cg.{pid}.");
+    // With --separate-threads: cg.<pid>.<dump>-<thread>.
+    let mut dumps: BTreeMap<u64, Vec<(String, PathBuf)>> = BTreeMap::new();
+    for e in std::fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((n, thread)) = name.strip_prefix(&prefix).and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        if let Ok(n) = n.parse() {
+            dumps
+                .entry(n)
+                .or_default()
+                .push((thread.to_string(), e.path()));
+        }
+    }
+    let (_, files) = dumps.pop_last().context("no callgrind dump")?;
+    let mut out = BTreeMap::new();
+    for (thread, path) in files {
+        let text = std::fs::read_to_string(&path)?;
+        let ir = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.insert(thread, ir);
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(out)
+}
+
+/// Under callgrind: the worker thread's instructions per request, net of what it does when
+/// idle (ticks, timers) over as long, measured right after the run.
+fn callgrind_per_request(
+    pid: u32,
+    loaded: &BTreeMap<String, u64>,
+    seconds: u64,
+    requests: u64,
+) -> anyhow::Result<f64> {
+    let Some((worker, ir)) = loaded.iter().max_by_key(|(_, ir)| **ir) else {
+        bail!("no thread in the callgrind dump");
+    };
+    const IDLE_SECONDS: u64 = 3;
+    callgrind_control(&["-z"], pid)?;
+    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+    let idle = callgrind_dump(pid)?;
+    callgrind_control(&["-i", "off"], pid)?;
+    let idle_rate = idle.get(worker).copied().unwrap_or(0) as f64 / IDLE_SECONDS as f64;
+    let net = (*ir as f64 - idle_rate * seconds as f64).max(0.0);
+    Ok(if requests > 0 {
+        net / requests as f64
+    } else {
+        0.0
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Time to first byte and total time of a 20-event stream, `n` times; the medians in ms.
-async fn stream_times(envoy: &Envoy, n: usize) -> anyhow::Result<(f64, f64)> {
-    let client = reqwest::Client::new();
+/// One stream of 20 events 5 ms apart: (time to first byte, total), in ms.
+async fn stream_once(client: &reqwest::Client, envoy: &Envoy) -> anyhow::Result<(f64, f64)> {
     let body =
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let (mut ttfb, mut total) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let start = Instant::now();
-        let mut resp = client
-            .post(envoy.url("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("x-ai-proxy-cluster", "mock")
-            .header("x-mock-events", "20")
-            .header("x-mock-interval-ms", "5")
-            .body(body.to_string())
-            .send()
-            .await?;
-        let mut first = None;
-        let mut bytes = 0;
-        while let Some(chunk) = resp.chunk().await? {
-            if first.is_none() && !chunk.is_empty() {
-                first = Some(start.elapsed());
-            }
-            bytes += chunk.len();
+    let start = Instant::now();
+    let mut resp = client
+        .post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-ai-proxy-cluster", "mock")
+        .header("x-mock-events", "20")
+        .header("x-mock-interval-ms", "5")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let mut first = None;
+    let mut bytes = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        if first.is_none() && !chunk.is_empty() {
+            first = Some(start.elapsed());
         }
-        if bytes == 0 {
-            bail!("empty stream");
-        }
-        ttfb.push(first.unwrap_or_default().as_secs_f64() * 1000.0);
-        total.push(start.elapsed().as_secs_f64() * 1000.0);
+        bytes += chunk.len();
     }
-    Ok((median(ttfb), median(total)))
+    if bytes == 0 {
+        bail!("empty stream");
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok((ms(first.unwrap_or_default()), ms(start.elapsed())))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let seconds = env_num("BENCH_SECONDS", 5);
-    let rounds = env_num("BENCH_ROUNDS", 3);
-    let connections = env_num("BENCH_CONNECTIONS", 16);
-    let started = Instant::now();
+// ---- The variants.
 
-    let mock = MockLlm::start().await?;
-    let filter = wasm_path()?.to_string_lossy().into_owned();
-    let noop_path = repo_root().join("target/wasm32-wasip1/release/noop_filter.wasm");
-    if !noop_path.exists() {
-        bail!(
-            "{} is missing: scripts/bench.sh builds it",
-            noop_path.display()
-        );
-    }
-    let noop = noop_path.to_string_lossy().into_owned();
-
+fn configs() -> (Value, Value) {
     let instance = |name: &str, priority: u32| {
         json!({"name": name, "provider": "openai-compatible", "cluster": "mock", "priority": priority,
                "override": {"endpoint": "http://llm.internal"},
@@ -235,39 +507,142 @@ async fn main() -> anyhow::Result<()> {
                         "override": {"endpoint": "http://llm.internal"},
                         "auth": {"header": {"Authorization": "Bearer sk-bench"}},
                         "options": {"model": "gpt-4o-mini"}});
-    let multi = json!({"fallback_strategy": ["http_5xx", "rate_limiting"],
-                       "instances": [instance("a", 0), instance("b", 0)],
-                       "rate_limiting": {"limit": 1_000_000_000u64, "time_window": 3600}});
+    let many = json!({"fallback_strategy": ["http_5xx", "rate_limiting"],
+                      "instances": [instance("a", 0), instance("b", 0), instance("c", 1)],
+                      "rate_limiting": {"limit": 1_000_000_000u64, "time_window": 3600}});
+    (single, many)
+}
 
-    let specs: Vec<(&'static str, Vec<Value>, bool)> = vec![
-        ("plain Envoy", vec![], true),
+/// The `.wasm` builds in `dir` whose name starts with `prefix`, by name, sorted.
+fn builds_in(dir: &Path, prefix: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        if name.starts_with(prefix) && path.extension().is_some_and(|e| e == "wasm") {
+            out.push((name, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The machine's CPUs (not this process's affinity: the driver runs pinned).
+fn cpus() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0)
+}
+
+fn wasm_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_num("BENCH_SECONDS", 5);
+    let rounds = env_num("BENCH_ROUNDS", 3);
+    let mb_rounds = env_num("BENCH_MB_ROUNDS", 1);
+    let connections = env_num("BENCH_CONNECTIONS", 64);
+    let n_streams = env_num("BENCH_STREAMS", 30);
+    let started = Instant::now();
+
+    if callgrind() {
+        // The real binary (ENVOY_REAL_BIN, set by scripts/bench.sh), not a wrapper script.
+        let real = std::env::var_os("ENVOY_REAL_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(integration::envoy::envoy_bin);
+        std::env::set_var("ENVOY_BIN", callgrind_wrapper(&real)?);
+    }
+    let upstream = start_upstream().await?;
+    let filter = wasm_str(&wasm_path()?);
+    let built = repo_root().join("target/wasm32-wasip1/release");
+    let (noop, floor) = (
+        built.join("noop_filter.wasm"),
+        built.join("floor_filter.wasm"),
+    );
+    for p in [&noop, &floor] {
+        if !p.exists() {
+            bail!("{} is missing: scripts/bench.sh builds it", p.display());
+        }
+    }
+    let (noop, floor) = (wasm_str(&noop), wasm_str(&floor));
+    let (single, many) = configs();
+
+    let mut specs: Vec<(String, Vec<Value>, bool)> = vec![
+        (PLAIN.into(), vec![], true),
+        (NOOP.into(), vec![wasm_filter(&noop, "noop", "")], true),
+        (FLOOR.into(), vec![wasm_filter(&floor, "floor", "")], true),
         (
-            "no-op Wasm filter",
-            vec![wasm_filter(&noop, "noop", "")],
+            CONTRACT.into(),
+            vec![wasm_filter(&floor, "floor", "contract")],
             true,
         ),
         (
-            "AI proxy, one provider",
+            ONE.into(),
             vec![wasm_filter(&filter, "ai_proxy", &single.to_string())],
             true,
         ),
         (
-            "AI proxy, 2 instances + limits + health",
-            vec![wasm_filter(&filter, "ai_proxy", &multi.to_string())],
-            false,
+            MANY.into(),
+            vec![wasm_filter(&filter, "ai_proxy", &many.to_string())],
+            true,
         ),
     ];
-    // BENCH_VARIANTS: comma-separated substrings of the variant names to run (all by default).
+    // BENCH_VARIANTS: comma-separated substrings of the variant names (all by default).
     let only = std::env::var("BENCH_VARIANTS").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|w| name.contains(w.trim()));
+    specs.retain(|(n, _, _)| wanted(n));
+    let mut ablation = Vec::new();
+    if let Ok(dir) = std::env::var("BENCH_ABLATION") {
+        let mut logged = many.clone();
+        logged["logging"] = json!({"summaries": true});
+        let cfg = logged.to_string();
+        ablation.push("ablation: full".to_string());
+        specs.push((
+            "ablation: full".into(),
+            vec![wasm_filter(&filter, "ai_proxy", &cfg)],
+            false,
+        ));
+        for (feature, path) in builds_in(Path::new(&dir), "ablate-")? {
+            let name = format!("ablation: {feature}");
+            ablation.push(name.clone());
+            specs.push((
+                name,
+                vec![wasm_filter(&wasm_str(&path), "ai_proxy", &cfg)],
+                false,
+            ));
+        }
+    }
+
+    // BENCH_BUILDS=<dir>: every `.wasm` there, as a variant of its own on the one-provider
+    // configuration (BENCH_BUILD_CONFIG=many: the many-instance one), at every size: to
+    // compare builds side by side.
+    if let Ok(dir) = std::env::var("BENCH_BUILDS") {
+        let many_cfg = std::env::var("BENCH_BUILD_CONFIG").is_ok_and(|c| c == "many");
+        let cfg = if many_cfg { &many } else { &single }.to_string();
+        for (stem, path) in builds_in(Path::new(&dir), "")? {
+            let name = format!("build: {stem}");
+            specs.push((
+                name,
+                vec![wasm_filter(&wasm_str(&path), "ai_proxy", &cfg)],
+                true,
+            ));
+        }
+    }
+
     let mut variants = Vec::new();
-    for (name, filters, big) in specs.into_iter().filter(|(n, _, _)| wanted(n)) {
-        let envoy = Envoy::with_bootstrap(bootstrap(&filters, mock.port())?)
+    for (name, filters, big) in specs {
+        let envoy = Envoy::with_bootstrap(bootstrap(&filters, upstream)?)
             .start()
             .await
             .with_context(|| format!("starting Envoy for {name}"))?;
-        // BENCH_PIN=<cpu>: Envoy (all its threads) on that CPU, away from wrk and the mock,
-        // so its CPU per request is measured without them competing.
+        // BENCH_PIN=<cpu>: Envoy (all its threads) on that CPU, away from wrk and the
+        // upstream, so its CPU per request is measured without them competing.
         if let Ok(cpu) = std::env::var("BENCH_PIN") {
             let ok = Command::new("taskset")
                 .args(["-a", "-p", "-c", &cpu, &envoy.pid().to_string()])
@@ -283,7 +658,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ai-proxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut scripts = BTreeMap::new();
-    for (label, size) in [("1 KB", 1024usize), ("100 KB", 100 * 1024)] {
+    for (label, size) in SIZES {
         let body_path = dir.join(format!("body-{size}.json"));
         std::fs::write(&body_path, chat_body(size))?;
         let lua = format!(
@@ -296,128 +671,232 @@ async fn main() -> anyhow::Result<()> {
         scripts.insert(label, script);
     }
 
-    // Warm every variant up (VM start, connections, JIT).
+    // Warm every variant up (VM start, connections, V8 tier-up of both paths).
+    let tck = clk_tck();
+    // Under callgrind the same number of requests takes fifty times longer: V8 tiers code
+    // up by what ran, not by time.
+    let warmup = env_num("BENCH_WARMUP", if callgrind() { 20 } else { 1 });
     for v in &variants {
-        wrk(
-            &v.envoy.url("/v1/chat/completions"),
-            &scripts["1 KB"],
-            1,
-            connections,
-        )?;
+        measure(v, &scripts["1 KB"], warmup, connections, tck)?;
+        if v.big {
+            measure(v, &scripts["100 KB"], warmup, connections, tck)?;
+        }
     }
 
-    let tck = clk_tck();
-    let mut results: BTreeMap<(&str, &str), Vec<Run>> = BTreeMap::new();
-    for round in 0..rounds {
-        eprintln!("round {}/{rounds} ...", round + 1);
+    let mut results: BTreeMap<(&str, String), Vec<Run>> = BTreeMap::new();
+    let total_rounds = rounds.max(mb_rounds);
+    for round in 0..total_rounds {
+        eprintln!("round {}/{total_rounds} ...", round + 1);
         // Rotate the order so no variant always runs first or last.
         let order: Vec<usize> = (0..variants.len())
             .map(|i| (i + round as usize) % variants.len())
             .collect();
-        for label in ["1 KB", "100 KB"] {
+        for (label, _) in SIZES {
+            let n = if label == "1 MB" { mb_rounds } else { rounds };
+            if round >= n {
+                continue;
+            }
             for &i in &order {
                 let v = &variants[i];
-                if label == "100 KB" && !v.big {
+                if label != "1 KB" && !v.big {
                     continue;
                 }
-                let pid = v.envoy.pid();
-                let before = cpu_ticks(pid)?;
-                let (mut run, requests) = wrk(
-                    &v.envoy.url("/v1/chat/completions"),
-                    &scripts[label],
-                    seconds,
-                    connections,
-                )?;
-                let cpu_s = (cpu_ticks(pid)? - before) as f64 / tck;
-                run.cpu_us_per_req = if requests > 0 {
-                    cpu_s * 1e6 / requests as f64
-                } else {
-                    0.0
-                };
-                results.entry((label, v.name)).or_default().push(run);
+                let run = measure(v, &scripts[label], seconds, connections, tck)?;
+                results
+                    .entry((label, v.name.clone()))
+                    .or_default()
+                    .push(run);
             }
         }
     }
 
-    let find = |name: &str| variants.iter().find(|v| v.name == name).map(|v| &v.envoy);
-    let streams = match (find("plain Envoy"), find("AI proxy, one provider")) {
-        (Some(plain), Some(proxy)) => Some((
-            stream_times(plain, 30).await?,
-            stream_times(proxy, 30).await?,
-        )),
-        _ => None,
-    };
+    // Streams, interleaved one request at a time across the variants.
+    let streamed: Vec<&Variant> = variants
+        .iter()
+        .filter(|v| [PLAIN, NOOP, FLOOR, ONE].contains(&v.name.as_str()))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut stream_runs: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for _ in 0..n_streams {
+        for v in &streamed {
+            let (ttfb, total) = stream_once(&client, &v.envoy).await?;
+            let e = stream_runs.entry(v.name.as_str()).or_default();
+            e.0.push(ttfb);
+            e.1.push(total);
+        }
+    }
 
+    // ---- Report.
     let med = |label: &str, name: &str, f: fn(&Run) -> f64| {
         median(
             results
-                .get(&(label, name))
+                .get(&(label, name.to_string()))
                 .map(|r| r.iter().map(f).collect())
                 .unwrap_or_default(),
         )
     };
+    let spread = |label: &str, name: &str| {
+        let v: Vec<f64> = results
+            .get(&(label, name.to_string()))
+            .map(|r| r.iter().map(|r| r.cpu_us_per_req).collect())
+            .unwrap_or_default();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        if v.len() > 1 {
+            (hi - lo) / 2.0
+        } else {
+            0.0
+        }
+    };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        }
+    };
     println!();
     let pinned = std::env::var("BENCH_PIN")
-        .map(|c| format!("Envoy pinned to CPU {c}, wrk and the mock elsewhere"))
+        .map(|c| format!("Envoy pinned to CPU {c}, wrk and the upstream on the others"))
         .unwrap_or_else(|_| "no CPU pinning".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "envoy-ai-proxy benchmark: Envoy --concurrency 1, wrk -t1 -c{connections}, {seconds} s runs, \
-         {rounds} interleaved rounds, medians; {pinned}"
+         {rounds} interleaved rounds ({mb_rounds} with 1 MB), medians; {pinned}; {} CPUs; load average at the end: {}",
+        cpus(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    for label in ["1 KB", "100 KB"] {
+    let main_variants: Vec<&Variant> = variants.iter().filter(|v| v.big).collect();
+    for (label, _) in SIZES {
+        if !main_variants
+            .iter()
+            .any(|v| results.contains_key(&(label, v.name.clone())))
+        {
+            continue;
+        }
+        let floor_rps = med(label, FLOOR, |r| r.rps);
+        let noop_rps = med(label, NOOP, |r| r.rps);
+        let floor_cpu = med(label, FLOOR, |r| r.cpu_us_per_req);
         println!();
         println!("POST /v1/chat/completions, {label} JSON body");
         println!(
-            "| variant | req/s | p50 ms | p99 ms | Envoy CPU us/req | peak RSS MB | req/s vs plain | req/s vs no-op | CPU vs no-op |"
+            "| variant | req/s | vs floor | vs no-op | {} | over floor | p50 ms | p99 ms |",
+            cost_unit()
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let plain = med(label, "plain Envoy", |r| r.rps).max(f64::MIN_POSITIVE);
-        let noop_rps = med(label, "no-op Wasm filter", |r| r.rps);
-        let noop_cpu = med(label, "no-op Wasm filter", |r| r.cpu_us_per_req);
-        for v in &variants {
-            if !results.contains_key(&(label, v.name)) {
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for v in &main_variants {
+            if !results.contains_key(&(label, v.name.clone())) {
                 continue;
             }
-            let rps = med(label, v.name, |r| r.rps);
-            let cpu = med(label, v.name, |r| r.cpu_us_per_req);
+            let rps = med(label, &v.name, |r| r.rps);
+            let cpu = med(label, &v.name, |r| r.cpu_us_per_req);
             println!(
-                "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.0} | {} | {} | {:.1} ±{:.1} | {:+.1} | {:.2} | {:.2} |",
                 v.name,
                 rps,
-                med(label, v.name, |r| r.p50_ms),
-                med(label, v.name, |r| r.p99_ms),
+                ratio(rps, floor_rps),
+                ratio(rps, noop_rps),
                 cpu,
-                peak_rss_mb(v.envoy.pid()),
-                rps / plain,
-                rps / noop_rps,
-                cpu / noop_cpu,
+                spread(label, &v.name),
+                cpu - floor_cpu,
+                med(label, &v.name, |r| r.p50_ms),
+                med(label, &v.name, |r| r.p99_ms),
             );
         }
     }
-    if let Some((stream_plain, stream_filter)) = streams {
-        println!();
-        println!("Streaming, 20 events 5 ms apart, 30 requests, medians");
-        println!("| variant | time to first byte ms | total ms |");
-        println!("|---|---:|---:|");
+
+    println!();
+    println!("Cost per KB of body (Envoy CPU, from 1 KB to 100 KB)");
+    let unit = if callgrind() { "k instr" } else { "µs" };
+    println!("| variant | {unit}/req 1 KB | {unit}/req 100 KB | {unit} per KB | vs floor |");
+    println!("|---|---:|---:|---:|---:|");
+    let per_kb = |name: &str| {
+        (med("100 KB", name, |r| r.cpu_us_per_req) - med("1 KB", name, |r| r.cpu_us_per_req)) / 99.0
+    };
+    for v in &main_variants {
+        if !results.contains_key(&("100 KB", v.name.clone())) {
+            continue;
+        }
         println!(
-            "| plain Envoy | {:.2} | {:.1} |",
-            stream_plain.0, stream_plain.1
-        );
-        println!(
-            "| AI proxy, one provider | {:.2} | {:.1} |",
-            stream_filter.0, stream_filter.1
-        );
-        println!(
-            "time to first byte, AI proxy minus plain: {:+.2} ms",
-            stream_filter.0 - stream_plain.0
+            "| {} | {:.1} | {:.1} | {:.2} | {} |",
+            v.name,
+            med("1 KB", &v.name, |r| r.cpu_us_per_req),
+            med("100 KB", &v.name, |r| r.cpu_us_per_req),
+            per_kb(&v.name),
+            ratio(per_kb(&v.name), per_kb(FLOOR)),
         );
     }
+
+    if !stream_runs.is_empty() {
+        let noop_ttfb = stream_runs.get(NOOP).map(|r| median(r.0.clone()));
+        println!();
+        println!(
+            "Streaming, 20 events 5 ms apart, {n_streams} requests each (interleaved), medians"
+        );
+        println!("| variant | time to first byte ms | vs no-op ms | total ms |");
+        println!("|---|---:|---:|---:|");
+        for v in &streamed {
+            let Some((ttfb, total)) = stream_runs.get(v.name.as_str()) else {
+                continue;
+            };
+            let t = median(ttfb.clone());
+            let vs = noop_ttfb.map_or("-".into(), |n| format!("{:+.2}", t - n));
+            println!(
+                "| {} | {t:.2} | {vs} | {:.1} |",
+                v.name,
+                median(total.clone())
+            );
+        }
+    }
+
+    println!();
+    println!("Peak RSS (VmHWM) after every run above");
+    println!("| variant | peak RSS MB | vs no-op MB |");
+    println!("|---|---:|---:|");
+    let noop_rss = variants
+        .iter()
+        .find(|v| v.name == NOOP)
+        .map(|v| peak_rss_mb(v.envoy.pid()));
+    for v in &variants {
+        let rss = peak_rss_mb(v.envoy.pid());
+        let vs = noop_rss.map_or("-".into(), |n| format!("{:+.1}", rss - n));
+        println!("| {} | {rss:.1} | {vs} |", v.name);
+    }
+
+    if !ablation.is_empty() {
+        let full = med("1 KB", "ablation: full", |r| r.cpu_us_per_req);
+        let floor_cpu = med("1 KB", FLOOR, |r| r.cpu_us_per_req);
+        println!();
+        println!("Ablation: the many-instance configuration with summary logs, 1 KB, each build with one cost centre off");
+        println!("| build | {} | saved vs full | req/s |", cost_unit());
+        println!("|---|---:|---:|---:|");
+        for name in &ablation {
+            let cpu = med("1 KB", name, |r| r.cpu_us_per_req);
+            println!(
+                "| {} | {cpu:.1} ±{:.1} | {:.1} | {:.0} |",
+                name.trim_start_matches("ablation: "),
+                spread("1 KB", name),
+                full - cpu,
+                med("1 KB", name, |r| r.rps)
+            );
+        }
+        if floor_cpu > 0.0 {
+            println!(
+                "| (body-read floor) | {floor_cpu:.1} | {:.1} | {:.0} |",
+                full - floor_cpu,
+                med("1 KB", FLOOR, |r| r.rps)
+            );
+        }
+    }
+
     println!();
     let size = |p: &str| std::fs::metadata(p).map_or(0, |m| m.len());
     println!(
-        "envoy_ai_proxy.wasm: {} bytes; noop_filter.wasm: {} bytes",
+        "envoy_ai_proxy.wasm: {} bytes; noop_filter.wasm: {} bytes; floor_filter.wasm: {} bytes",
         size(&filter),
-        size(&noop)
+        size(&noop),
+        size(&floor)
     );
     println!("took {:.0} s", started.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);

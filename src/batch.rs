@@ -1,0 +1,155 @@
+//! What the host layer keeps per context to spare host calls, which cost several times what
+//! Envoy's work behind them does: the request's header map as read and edited, so that a
+//! callback's header edits become one write of the whole map, and the filter state already
+//! written, so that the same value is not written twice. Pure, so it is tested natively; the
+//! host decides when it applies.
+
+use crate::effect::{Effect, Map};
+
+/// A header map as the host reads and writes it: (name, value) pairs in order, names lower
+/// case.
+pub type Headers = Vec<(String, String)>;
+
+/// Whether an effect edits the request's header map.
+pub fn is_request_edit(effect: &Effect) -> bool {
+    matches!(
+        effect,
+        Effect::SetHeader(Map::Request, ..) | Effect::RemoveHeader(Map::Request, _)
+    )
+}
+
+/// Applies one request-header edit to `map` as Envoy applies it: a set replaces every value
+/// of the name with one, last; a remove drops every value. Other effects change nothing.
+pub fn apply(map: &mut Headers, effect: &Effect) {
+    match effect {
+        Effect::SetHeader(Map::Request, name, value) => {
+            map.retain(|(n, _)| n != name);
+            map.push((name.clone(), value.clone()));
+        }
+        Effect::RemoveHeader(Map::Request, name) => map.retain(|(n, _)| n != name),
+        _ => {}
+    }
+}
+
+/// Takes the request-header edits out of `effects` when there are at least two and the map
+/// is known: the map they make, to be written at once (the other effects stay, in order).
+/// `None`: nothing to fold (the edits stay and go one by one).
+pub fn fold(effects: &mut Vec<Effect>, map: Option<&Headers>) -> Option<Headers> {
+    let map = map?;
+    if effects.iter().filter(|e| is_request_edit(e)).count() < 2 {
+        return None;
+    }
+    let mut out = map.clone();
+    effects.retain(|e| {
+        let edit = is_request_edit(e);
+        if edit {
+            apply(&mut out, e);
+        }
+        !edit
+    });
+    Some(out)
+}
+
+/// Per context: the request map (once read) and the filter state written so far.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub request: Option<Headers>,
+    states: Vec<(&'static str, String)>,
+}
+
+impl Kept {
+    /// Whether an effect must reach the host: not a filter-state value already written.
+    /// A request-header edit about to be applied one by one is applied to the kept map.
+    pub fn needed(&mut self, effect: &Effect) -> bool {
+        if let Effect::FilterState(name, value) = effect {
+            return !self.states.iter().any(|(n, v)| n == name && v == value);
+        }
+        if let Some(map) = self.request.as_mut() {
+            apply(map, effect);
+        }
+        true
+    }
+
+    /// A filter-state value was written.
+    pub fn wrote(&mut self, name: &'static str, value: String) {
+        self.states.retain(|(n, _)| *n != name);
+        self.states.push((name, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pairs;
+
+    #[test]
+    fn edits_fold_into_the_map_envoy_would_have() {
+        let map = pairs(&[
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("accept-encoding", "gzip"),
+            ("x-tag", "1"),
+            ("x-tag", "2"),
+            ("authorization", "Bearer client"),
+        ]);
+        let set = |n: &str, v: &str| Effect::SetHeader(Map::Request, n.into(), v.into());
+        let mut effects = vec![
+            set("x-ai-proxy-cluster", "openai"),
+            Effect::state("llm_model", "m"),
+            set(":authority", "api.openai.com"),
+            Effect::RemoveHeader(Map::Request, "accept-encoding".into()),
+            set("x-tag", "3"),
+            Effect::SetHeader(Map::Response, "x-r".into(), "1".into()),
+            set("authorization", "Bearer sk"),
+        ];
+        let folded = fold(&mut effects, Some(&map)).unwrap();
+        assert_eq!(
+            folded,
+            pairs(&[
+                (":path", "/v1/chat/completions"),
+                ("x-ai-proxy-cluster", "openai"),
+                (":authority", "api.openai.com"),
+                ("x-tag", "3"),
+                ("authorization", "Bearer sk"),
+            ])
+        );
+        // What is not a request-header edit stays, in order.
+        assert_eq!(
+            effects,
+            vec![
+                Effect::state("llm_model", "m"),
+                Effect::SetHeader(Map::Response, "x-r".into(), "1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_already_written_is_not_written_again() {
+        let mut kept = Kept::default();
+        let model = |m: &str| Effect::state("llm_model", m);
+        assert!(kept.needed(&model("a")));
+        kept.wrote("llm_model", "a".into());
+        assert!(!kept.needed(&model("a")));
+        assert!(kept.needed(&model("b")));
+        kept.wrote("llm_model", "b".into());
+        assert!(kept.needed(&model("a")));
+        assert!(kept.needed(&Effect::state("llm_api", "b")));
+        // Header edits always go, and keep the map up to date.
+        kept.request = Some(pairs(&[("a", "1")]));
+        assert!(kept.needed(&Effect::RemoveHeader(Map::Request, "a".into())));
+        assert_eq!(kept.request, Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_single_edit_or_an_unknown_map_is_left_alone() {
+        let map = pairs(&[(":path", "/")]);
+        let one = vec![Effect::RemoveHeader(Map::Request, "x".into())];
+        let mut effects = one.clone();
+        assert_eq!(fold(&mut effects, Some(&map)), None);
+        assert_eq!(effects, one);
+        let two = vec![one[0].clone(), one[0].clone()];
+        let mut effects = two.clone();
+        assert_eq!(fold(&mut effects, None), None);
+        assert_eq!(effects, two);
+    }
+}

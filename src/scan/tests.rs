@@ -1,0 +1,156 @@
+//! The scan against serde_json: whatever the scan accepts, serde_json accepts with the same
+//! members and spans; whatever serde_json refuses, the scan refuses too (and then serde_json
+//! gives its error, as before).
+
+use super::*;
+use crate::body::JsonBody;
+
+/// The same answer both ways (`Err` compared by message), and whether the scan answered.
+fn same(input: &[u8]) -> bool {
+    let fast = JsonBody::parse(input).map(|b| b.spans());
+    let slow = JsonBody::without_scan(input).map(|b| b.spans());
+    assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(input));
+    std::str::from_utf8(input).is_ok_and(|t| object(t).is_some())
+}
+
+#[test]
+fn valid_bodies_take_the_fast_path_with_the_same_members() {
+    let long = "x".repeat(100_000);
+    let cases: Vec<String> = vec![
+        "{}".into(),
+        " \n{ }\t\r\n".into(),
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#.into(),
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{long}"}}]}}"#),
+        r#"{"a":null,"b":true,"c":false,"d":-0,"e":0.5,"f":1e10,"g":-1.25E-3,"h":123456789012345678901234567890}"#.into(),
+        r#"{"s":"esc \" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE00 \uDEAD","t":"caf\u00e9 ✓ 😀"}"#.into(),
+        format!(r#"{{"deep":{}{}}}"#, "[".repeat(300), "]".repeat(300)),
+        r#"{ "x" : { "y" : [ 1 , { } , [ ] , "" , { "z" : null } ] } , "w" : [ ] }"#.into(),
+        r#"{"model":"a","model":"b"}"#.into(),
+        "{\"ключ\":\"значение\",\"k\":\"\u{7f}\"}".into(),
+    ];
+    for c in &cases {
+        assert!(same(c.as_bytes()), "the scan should answer: {c:.80}");
+    }
+}
+
+#[test]
+fn invalid_bodies_are_refused_the_same_way() {
+    let cases: &[&[u8]] = &[
+        b"",
+        b"   ",
+        b"[]",
+        b"\"s\"",
+        b"1",
+        b"{",
+        b"{\"a\"",
+        b"{\"a\":",
+        b"{\"a\":1",
+        b"{\"a\":1,}",
+        b"{\"a\":1 \"b\":2}",
+        b"{a:1}",
+        b"{\"a\" 1}",
+        b"{\"a\":01}",
+        b"{\"a\":-}",
+        b"{\"a\":1.}",
+        b"{\"a\":.5}",
+        b"{\"a\":1e}",
+        b"{\"a\":1e+}",
+        b"{\"a\":+1}",
+        b"{\"a\":1.5.3}",
+        b"{\"a\":tru}",
+        b"{\"a\":truex}",
+        b"{\"a\":nul}",
+        b"{\"a\":NaN}",
+        b"{\"a\":[1,]}",
+        b"{\"a\":[1 2]}",
+        b"{\"a\":{\"b\"}}",
+        b"{\"a\":{\"b\":1,}}",
+        b"{\"a\":{1:2}}",
+        b"{\"a\":[}",
+        b"{\"a\":{]}",
+        b"{\"a\":\"\\x\"}",
+        b"{\"a\":\"\\u12G4\"}",
+        b"{\"a\":\"\\u12\"}",
+        b"{\"a\":\"tab\there\"}",
+        b"{\"a\":\"nl\nhere\"}",
+        b"{\"a\":\"unterminated}",
+        b"{\"a\":1}}",
+        b"{\"a\":1} x",
+        b"{\"a\":1}\x0c",
+        b"{\"a\":\"\xff\"}",
+        b"{\"a\":\"\xc3\"}",
+        b"{\"k\\u0065y\":1}",
+        b"{\"mod\\u0065l\":\"a\",\"model\":\"b\"}",
+        b"{\"a\":1,\"a\\\"\":2}",
+        b"\x0c{}",
+    ];
+    for c in cases {
+        same(c);
+    }
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_bodies_never_disagree() {
+    let seeds: Vec<Vec<u8>> = vec![
+        include_bytes!("../../fixtures/openai/chat.json").to_vec(),
+        include_bytes!("../../fixtures/openai/responses.json").to_vec(),
+        include_bytes!("../../fixtures/openai/chat_tool_call.json").to_vec(),
+        include_bytes!("../../fixtures/anthropic/message.json").to_vec(),
+        br#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"a \"b\" \\ c \u00e9"}],"n":-1.5e+3,"x":[true,false,null,{}]}"#.to_vec(),
+    ];
+    let alphabet = b"{}[]:,\"\\ \t\n\r0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9u";
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut fast = 0;
+    for seed in &seeds {
+        same(seed);
+        for _ in 0..3000 {
+            let mut b = seed.clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(b.len() + 1);
+                match rng.below(3) {
+                    0 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    1 => b.insert(at, alphabet[rng.below(alphabet.len())]),
+                    _ if at < b.len() => b[at] = alphabet[rng.below(alphabet.len())],
+                    _ => {}
+                }
+            }
+            if same(&b) {
+                fast += 1;
+            }
+        }
+    }
+    // Many mutations stay valid: the fast path was exercised, not only the fallback.
+    assert!(fast > 500, "{fast}");
+}
+
+#[test]
+fn ascii_and_not() {
+    assert_eq!(
+        utf8(b"plain ascii, longer than sixteen bytes"),
+        Some("plain ascii, longer than sixteen bytes")
+    );
+    assert_eq!(
+        utf8("é and more than sixteen bytes".as_bytes()),
+        Some("é and more than sixteen bytes")
+    );
+    assert_eq!(utf8(b"sixteen bytes...\xff"), None);
+    assert_eq!(utf8(b"\xc3"), None);
+    assert_eq!(utf8(b""), Some(""));
+}
