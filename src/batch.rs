@@ -4,7 +4,10 @@
 //! written, so that the same value is not written twice. Pure, so it is tested natively; the
 //! host decides when it applies.
 
-use crate::effect::{Effect, Map};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::effect::{Effect, Input, Map, Out, Step};
 
 /// A header map as the host reads and writes it: (name, value) pairs in order, names lower
 /// case.
@@ -48,6 +51,67 @@ pub fn fold(effects: &mut Vec<Effect>, map: Option<&Headers>) -> Option<Headers>
         !edit
     });
     Some(out)
+}
+
+/// What the host does with the core's effects.
+pub trait Apply {
+    /// Applies one effect; returns the feedback it calls for.
+    fn apply(&self, effect: &Effect) -> Result<Option<Input>, String>;
+    /// Replaces the request's whole header map.
+    fn set_request_headers(&self, map: &Headers) -> Result<(), String>;
+}
+
+/// Applies the core's answer, feeding back (through `again`) what the effects call for once
+/// their batch is applied; returns the last step. A callback's request-header edits are one
+/// write of the kept map; a filter-state value already written is not written again; a
+/// failed required effect ends its batch and is fed back as `Input::Failed`.
+pub fn drive(
+    out: Out,
+    host: &dyn Apply,
+    kept: &RefCell<Kept>,
+    mut again: impl FnMut(Input) -> Out,
+) -> Step {
+    let mut step = out.step;
+    let mut effects = out.effects;
+    let mut queue = VecDeque::new();
+    loop {
+        effects.retain(crate::ablate::applies);
+        let folded = fold(&mut effects, kept.borrow().request.as_ref());
+        if let Some(map) = folded {
+            match host.set_request_headers(&map) {
+                Ok(()) => kept.borrow_mut().request = Some(map),
+                // Required: none of the batch applies.
+                Err(why) => {
+                    queue.push_back(Input::Failed(why));
+                    effects.clear();
+                }
+            }
+        }
+        for e in effects {
+            if !kept.borrow_mut().needed(&e) {
+                continue;
+            }
+            match host.apply(&e) {
+                Ok(feedback) => {
+                    if let Effect::FilterState(name, value) = e {
+                        kept.borrow_mut().wrote(name, value);
+                    }
+                    queue.extend(feedback);
+                }
+                Err(why) if e.required() => {
+                    queue.push_back(Input::Failed(why));
+                    break;
+                }
+                Err(why) => log::debug!("envoy-ai-proxy: effect not applied: {why}"),
+            }
+        }
+        let Some(input) = queue.pop_front() else {
+            return step;
+        };
+        let out = again(input);
+        step = out.step;
+        effects = out.effects;
+    }
 }
 
 /// Per context: the request map (once read) and the filter state written so far.
@@ -138,6 +202,105 @@ mod tests {
         kept.request = Some(pairs(&[("a", "1")]));
         assert!(kept.needed(&Effect::RemoveHeader(Map::Request, "a".into())));
         assert_eq!(kept.request, Some(Vec::new()));
+    }
+
+    /// A host that records what it was asked to do and fails effects named in `fail`.
+    #[derive(Default)]
+    struct Recorder {
+        done: RefCell<Vec<String>>,
+        fail: Vec<&'static str>,
+    }
+
+    impl Apply for Recorder {
+        fn apply(&self, effect: &Effect) -> Result<Option<Input>, String> {
+            let what = format!("{effect:?}");
+            if self.fail.iter().any(|f| what.contains(f)) {
+                return Err(format!("refused {f}", f = self.fail.join(",")));
+            }
+            self.done.borrow_mut().push(what);
+            Ok(match effect {
+                Effect::Resume => Some(Input::Log),
+                _ => None,
+            })
+        }
+        fn set_request_headers(&self, map: &Headers) -> Result<(), String> {
+            self.done.borrow_mut().push(format!("map {map:?}"));
+            Ok(())
+        }
+    }
+
+    fn set(n: &str, v: &str) -> Effect {
+        Effect::SetHeader(Map::Request, n.into(), v.into())
+    }
+
+    #[test]
+    fn drive_writes_the_map_once_and_each_state_value_once_and_feeds_back() {
+        let host = Recorder::default();
+        let kept = RefCell::new(Kept {
+            request: Some(pairs(&[(":path", "/")])),
+            ..Kept::default()
+        });
+        let mut fed = Vec::new();
+        let out = Out::hold(vec![
+            set("a", "1"),
+            Effect::state("llm_model", "m"),
+            set("b", "2"),
+            Effect::Resume,
+        ]);
+        let step = drive(out, &host, &kept, |input| {
+            fed.push(input);
+            Out::go(vec![
+                Effect::state("llm_model", "m"),
+                Effect::state("llm_api", "chat"),
+            ])
+        });
+        assert_eq!(step, Step::Continue, "the last answer's step");
+        assert_eq!(fed, [Input::Log]);
+        let done = host.done.borrow();
+        assert_eq!(done.len(), 4, "{done:?}");
+        assert!(done[0].starts_with("map ") && done[0].contains("\"b\""));
+        assert!(done[1].contains("llm_model"));
+        assert_eq!(done[2], "Resume");
+        assert!(
+            done[3].contains("llm_api"),
+            "the repeated llm_model is not written again"
+        );
+        assert_eq!(kept.borrow().request.as_ref().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_failed_required_effect_ends_its_batch_and_is_fed_back() {
+        let host = Recorder {
+            fail: vec!["ReplaceBody"],
+            ..Recorder::default()
+        };
+        let kept = RefCell::new(Kept::default());
+        let mut fed = Vec::new();
+        let out = Out::hold(vec![
+            Effect::counter("c".into(), 1),
+            Effect::ReplaceBody {
+                map: Map::Request,
+                size: 1,
+                bytes: vec![b'x'],
+            },
+            Effect::Resume,
+        ]);
+        let step = drive(out, &host, &kept, |input| {
+            fed.push(input);
+            Out::hold(Vec::new())
+        });
+        assert_eq!(step, Step::Pause);
+        assert!(matches!(fed.as_slice(), [Input::Failed(why)] if why.contains("refused")));
+        let done = host.done.borrow();
+        assert_eq!(done.len(), 1, "nothing after the failed body: {done:?}");
+        // An optional effect that fails is skipped, the batch goes on.
+        let host = Recorder {
+            fail: vec!["Metric"],
+            ..Recorder::default()
+        };
+        let out = Out::go(vec![Effect::counter("c".into(), 1), Effect::Resume]);
+        drive(out, &host, &kept, |_| Out::go(Vec::new()));
+        assert_eq!(*host.done.borrow(), ["Resume"]);
     }
 
     #[test]

@@ -7,7 +7,6 @@ mod http;
 
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
@@ -128,93 +127,52 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
 }
 
-/// Applies one effect; returns the feedback it calls for.
-fn apply(effect: Effect, env: &Env) -> Result<Option<Input>, String> {
-    if !env.kept.borrow_mut().needed(&effect) {
-        return Ok(None);
+impl batch::Apply for Env {
+    fn apply(&self, effect: &Effect) -> Result<Option<Input>, String> {
+        let done = match effect {
+            Effect::SetHeader(map, n, v) => abi::set_header(header_map(*map), n, v),
+            Effect::RemoveHeader(map, n) => abi::remove_header(header_map(*map), n),
+            Effect::ReplaceBody { map, size, bytes } => {
+                abi::set_buffer(body_buffer(*map), 0, *size, bytes)
+            }
+            Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
+            Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
+            Effect::Metric { kind, name, value } => metric(*kind, name, *value),
+            Effect::TickPeriod(ms) => abi::set_tick_period_ms(*ms),
+            Effect::Resume => abi::resume_request(),
+            Effect::Dispatch(c) => {
+                // Through the SDK: only it can register the token that routes the answer
+                // back to this context. It returns Envoy's callout failures as values.
+                let (cluster, body) = (&c.cluster, c.body.as_deref());
+                let timeout = Duration::from_millis(c.timeout_ms);
+                let headers = pairs(&c.headers);
+                let result = match &c.grpc {
+                    None => hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout),
+                    Some(g) => {
+                        let meta = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+                        hostcalls::dispatch_grpc_call(
+                            cluster, &g.service, &g.method, meta, body, timeout,
+                        )
+                    }
+                };
+                let result = result.map_err(|s| format!("{s:?}"));
+                return Ok(Some(Input::Dispatched {
+                    purpose: c.purpose,
+                    result,
+                }));
+            }
+        };
+        done.map(|()| None).map_err(|s| s.to_string())
     }
-    let done = match effect {
-        Effect::SetHeader(map, n, v) => abi::set_header(header_map(map), &n, &v),
-        Effect::RemoveHeader(map, n) => abi::remove_header(header_map(map), &n),
-        Effect::ReplaceBody { map, size, bytes } => {
-            abi::set_buffer(body_buffer(map), 0, size, &bytes)
-        }
-        Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
-        Effect::FilterState(n, v) => {
-            abi::set_property(n, v.as_bytes()).map(|()| env.kept.borrow_mut().wrote(n, v))
-        }
-        Effect::Metric { kind, name, value } => metric(kind, &name, value),
-        Effect::TickPeriod(ms) => abi::set_tick_period_ms(ms),
-        Effect::Resume => abi::resume_request(),
-        Effect::Dispatch(c) => {
-            // Through the SDK: only it can register the token that routes the answer back
-            // to this context. It returns Envoy's callout failures as values.
-            let (cluster, body) = (&c.cluster, c.body.as_deref());
-            let timeout = Duration::from_millis(c.timeout_ms);
-            let result = match &c.grpc {
-                None => {
-                    hostcalls::dispatch_http_call(cluster, pairs(&c.headers), body, vec![], timeout)
-                }
-                Some(g) => {
-                    let meta = c
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                        .collect();
-                    hostcalls::dispatch_grpc_call(
-                        cluster, &g.service, &g.method, meta, body, timeout,
-                    )
-                }
-            };
-            let result = result.map_err(|s| format!("{s:?}"));
-            return Ok(Some(Input::Dispatched {
-                purpose: c.purpose,
-                result,
-            }));
-        }
-    };
-    done.map(|()| None).map_err(|s| s.to_string())
+
+    fn set_request_headers(&self, map: &batch::Headers) -> Result<(), String> {
+        abi::set_headers(header_map(Map::Request), &pairs(map)).map_err(|s| s.to_string())
+    }
 }
 
-/// Applies the core's answer, feeding back what the effects call for once their batch is
-/// applied (a failed required effect ends its batch); returns the last step.
-fn drive(out: Out, env: &Env, mut again: impl FnMut(Input) -> Out) -> Action {
-    let mut step = out.step;
-    let mut effects = out.effects;
-    let mut queue = VecDeque::new();
-    loop {
-        effects.retain(ablate::applies);
-        let folded = batch::fold(&mut effects, env.kept.borrow().request.as_ref());
-        if let Some(map) = folded {
-            match abi::set_headers(header_map(Map::Request), &pairs(&map)) {
-                Ok(()) => env.kept.borrow_mut().request = Some(map),
-                // Required: none of the batch applies.
-                Err(why) => {
-                    queue.push_back(Input::Failed(why.to_string()));
-                    effects.clear();
-                }
-            }
-        }
-        for e in effects {
-            let required = e.required();
-            match apply(e, env) {
-                Ok(Some(input)) => queue.push_back(input),
-                Ok(None) => {}
-                Err(why) if required => {
-                    queue.push_back(Input::Failed(why));
-                    break;
-                }
-                Err(why) => log::debug!("envoy-ai-proxy: effect not applied: {why}"),
-            }
-        }
-        let Some(input) = queue.pop_front() else {
-            break;
-        };
-        let out = again(input);
-        step = out.step;
-        effects = out.effects;
-    }
-    match step {
+/// Applies the core's answer (`batch::drive`) and returns the last step as Envoy's action.
+fn drive(out: Out, env: &Env, again: impl FnMut(Input) -> Out) -> Action {
+    match batch::drive(out, env, &env.kept, again) {
         Step::Continue => Action::Continue,
         Step::Pause => Action::Pause,
     }
