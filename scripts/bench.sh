@@ -5,7 +5,9 @@
 # Env: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_MB_ROUNDS (1), BENCH_CONNECTIONS (64),
 # BENCH_STREAMS (30), BENCH_VARIANTS, BENCH_PIN; BENCH_ABLATION=1 also builds the filter
 # once per `ablate-*` feature (Cargo.toml; into target/ablation) and measures each build.
-# BENCH_MICRO=0 skips the native micro-benchmarks. About 6 minutes; 20 with the ablation.
+# BENCH_MICRO=0 skips the native micro-benchmarks. BENCH_RLS=0 skips the rate limit service
+# check (otherwise Redis and the test service are set up as for the tests; the service's
+# build is cached outside the clone). About 7 minutes; 20 with the ablation.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -39,6 +41,12 @@ if [ "${BENCH_ABLATION:-}" = 1 ]; then
     export BENCH_ABLATION="$out"
 else
     unset BENCH_ABLATION
+fi
+if [ "${BENCH_RLS:-1}" != 0 ]; then
+    ensure_redis
+    build_rls
+else
+    unset RLS_BIN
 fi
 if [ "${BENCH_MICRO:-1}" != 0 ]; then
     say "native micro-benchmarks of the hot paths"

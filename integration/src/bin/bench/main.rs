@@ -8,20 +8,27 @@
 //!   one request, and nothing else);
 //! - the AI proxy with one provider, and with three instances, token limits and active and
 //!   passive health checks;
+//! - with `RLS_BIN` set (the test rate limit service, `scripts/lib.sh build_rls`): the
+//!   one-provider configuration with its limit kept by that service (`check.rs`), whose
+//!   added latency per request is measured one request at a time;
 //! - with `BENCH_ABLATION=<dir>`: the many-instance configuration (summary logs on) on the
 //!   normal build and on each `ablate-*.wasm` build found in the directory (one cost centre
 //!   switched off each; see src/ablate.rs).
 //!
 //! Prints, per body size, requests/s as a ratio to the floor and to the no-op filter, Envoy
 //! CPU per request (and over the floor's), latency; the cost per KB; the streaming time to
-//! first byte and peak RSS against the no-op filter; the ablation table; the `.wasm` sizes.
+//! first byte and peak RSS against the no-op filter; the latency a rate limit service check
+//! adds (p50, p99); the ablation table; the `.wasm` sizes.
 //!
 //! Env: BENCH_SECONDS (per run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_MB_ROUNDS
 //! (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30), BENCH_VARIANTS (substrings of
 //! the variant names to run), BENCH_PIN (the CPU for Envoy), BENCH_ABLATION, BENCH_BUILDS
 //! (a directory of `.wasm` builds to compare side by side), BENCH_BUILD_CONFIG, BENCH_WARMUP
 //! (seconds per variant and size, 1), BENCH_CALLGRIND=1 (count Envoy's instructions instead
-//! of its CPU time: see `callgrind`).
+//! of its CPU time: see `callgrind`), BENCH_CHECKS (requests per variant for the rate limit
+//! service check, 300).
+
+mod check;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -49,6 +56,7 @@ const FLOOR: &str = "body-read floor";
 const CONTRACT: &str = "contract floor";
 const ONE: &str = "AI proxy, one provider";
 const MANY: &str = "AI proxy, 3 instances + limits + health";
+const RLS: &str = "AI proxy, one provider + rate limit service";
 const SIZES: [(&str, usize); 3] = [
     ("1 KB", 1024),
     ("100 KB", 100 * 1024),
@@ -92,17 +100,19 @@ fn wasm_filter(path: &str, name: &str, config: &str) -> Value {
     })
 }
 
-fn bootstrap(filters: &[Value], upstream_port: u16) -> anyhow::Result<String> {
+fn bootstrap(filters: &[Value], upstream_port: u16, rls: Option<u16>) -> anyhow::Result<String> {
     let filters = filters
         .iter()
         .map(|f| format!("- {f}"))
         .collect::<Vec<_>>()
         .join("\n          ");
-    let clusters = json!([{
+    let mut clusters = vec![json!({
         "name": "mock", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "mock", "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
-    }]);
+    })];
+    clusters.extend(rls.map(check::cluster));
+    let clusters = Value::Array(clusters);
     render(
         "bench.yaml.tmpl",
         &[("FILTERS", filters), ("CLUSTERS", clusters.to_string())],
@@ -459,6 +469,14 @@ fn callgrind_per_request(
     })
 }
 
+/// The `q` quantile (0 to 1) of `v`, nearest rank.
+fn percentile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or(0.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -572,6 +590,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let (noop, floor) = (wasm_str(&noop), wasm_str(&floor));
     let (single, many) = configs();
+    let rls_config = check::config(&single);
+    let service = check::start(&rls_config)?;
 
     let mut specs: Vec<(String, Vec<Value>, bool)> = vec![
         (PLAIN.into(), vec![], true),
@@ -593,6 +613,14 @@ async fn main() -> anyhow::Result<()> {
             true,
         ),
     ];
+    if service.is_some() {
+        let cfg = rls_config.to_string();
+        specs.push((
+            RLS.into(),
+            vec![wasm_filter(&filter, "ai_proxy", &cfg)],
+            false,
+        ));
+    }
     // BENCH_VARIANTS: comma-separated substrings of the variant names (all by default).
     let only = std::env::var("BENCH_VARIANTS").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|w| name.contains(w.trim()));
@@ -637,10 +665,14 @@ async fn main() -> anyhow::Result<()> {
 
     let mut variants = Vec::new();
     for (name, filters, big) in specs {
-        let envoy = Envoy::with_bootstrap(bootstrap(&filters, upstream)?)
-            .start()
-            .await
-            .with_context(|| format!("starting Envoy for {name}"))?;
+        let envoy = Envoy::with_bootstrap(bootstrap(
+            &filters,
+            upstream,
+            service.as_ref().map(|s| s.port),
+        )?)
+        .start()
+        .await
+        .with_context(|| format!("starting Envoy for {name}"))?;
         // BENCH_PIN=<cpu>: Envoy (all its threads) on that CPU, away from wrk and the
         // upstream, so its CPU per request is measured without them competing.
         if let Ok(cpu) = std::env::var("BENCH_PIN") {
@@ -726,6 +758,22 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // A rate limit service check: one request at a time, with and without, interleaved.
+    let checked: Vec<&Variant> = variants
+        .iter()
+        .filter(|v| [ONE, RLS].contains(&v.name.as_str()))
+        .collect();
+    let mut check_runs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    if checked.len() == 2 {
+        let body = chat_body(1024);
+        for _ in 0..env_num("BENCH_CHECKS", 300) {
+            for v in &checked {
+                let ms = check::once(&client, &v.envoy, &body).await?;
+                check_runs.entry(v.name.as_str()).or_default().push(ms);
+            }
+        }
+    }
+
     // ---- Report.
     let med = |label: &str, name: &str, f: fn(&Run) -> f64| {
         median(
@@ -767,7 +815,7 @@ async fn main() -> anyhow::Result<()> {
         cpus(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    let main_variants: Vec<&Variant> = variants.iter().filter(|v| v.big).collect();
+    let main_variants: Vec<&Variant> = variants.iter().filter(|v| v.big || v.name == RLS).collect();
     for (label, _) in SIZES {
         if !main_variants
             .iter()
@@ -848,6 +896,28 @@ async fn main() -> anyhow::Result<()> {
                 median(total.clone())
             );
         }
+    }
+
+    if let (Some(without), Some(with), Some(s)) =
+        (check_runs.get(ONE), check_runs.get(RLS), service.as_ref())
+    {
+        let (p50, p99) = (percentile(without, 0.5), percentile(without, 0.99));
+        let (c50, c99) = (percentile(with, 0.5), percentile(with, 0.99));
+        println!();
+        println!(
+            "A rate limit service check (Limitador protocol, the test service with counters in {}, loopback), {} requests one at a time each (interleaved)",
+            s.store,
+            without.len()
+        );
+        println!("| variant | p50 ms | p99 ms |");
+        println!("|---|---:|---:|");
+        println!("| {ONE} | {p50:.2} | {p99:.2} |");
+        println!("| {RLS} | {c50:.2} | {c99:.2} |");
+        println!(
+            "| added by the check | {:+.2} | {:+.2} |",
+            c50 - p50,
+            c99 - p99
+        );
     }
 
     println!();
