@@ -11,7 +11,8 @@
 # on the stable toolchain), FUZZ_ARGS (more libFuzzer flags, e.g. -runs=10000000),
 # FUZZ_KEEP_GOING=1 (go on after a failure: libFuzzer's -fork=1 -ignore_crashes=1, every
 # failing input kept; for long runs), CARGO_FUZZ_ROOT (where cargo-fuzz is installed;
-# default ~/.cache/envoy-ai-proxy/cargo-fuzz-VERSION).
+# default ~/.cache/envoy-ai-proxy/cargo-fuzz-VERSION), FUZZ_TARGET_DIR (the build; default
+# ~/.cache/envoy-ai-proxy/fuzz-target, outside the clone).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -41,9 +42,12 @@ export PATH="$CARGO_FUZZ_ROOT/bin:$PATH"
 # RUSTC_BOOTSTRAP. Without a sanitizer, cargo-fuzz needs nothing unstable.
 if [ "$SANITIZER" != none ]; then export RUSTC_BOOTSTRAP=1; fi
 
-say "building the fuzz targets (sanitizer: $SANITIZER)"
+# The build (mostly libFuzzer's C++ and the dependencies) is kept outside the clone, so a
+# fresh clone (CI's) rebuilds only the filter's crate and the targets.
+FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-${AI_PROXY_CACHE:-$HOME/.cache/envoy-ai-proxy}/fuzz-target}"
+say "building the fuzz targets (sanitizer: $SANITIZER, target dir $FUZZ_TARGET_DIR)"
 t=$SECONDS
-cargo fuzz build --sanitizer "$SANITIZER"
+cargo fuzz build --sanitizer "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR"
 printf '    build: %ss\n' "$((SECONDS - t))" >&2
 
 summary=()
@@ -60,7 +64,7 @@ for target in "${TARGETS[@]}"; do
     status=ok
     # New inputs go to the first folder (work), never into the committed seeds.
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-    cargo fuzz run --sanitizer "$SANITIZER" "$target" "$work" "fuzz/corpus/$target" -- \
+    cargo fuzz run --sanitizer "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR" "$target" "$work" "fuzz/corpus/$target" -- \
         "${flags[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1 || status=FAILED
     if grep -q "panicked at" "$log"; then
         status=FAILED
