@@ -4,10 +4,11 @@
 //! Everything that decides is plain Rust, tested natively; only `host` talks to Envoy.
 //!
 //! The life of a request (`exchange`): Envoy's callbacks arrive as `effect::Input`s and the
-//! exchange answers with `effect::Effect`s that `host` applies.
+//! exchange answers with `effect::Effect`s that `host` applies one by one through
+//! `batch::drive` (a callback's request-header edits become one write of the map).
 //! 1. Request headers: drop any client routing header, check method, content type and size
 //!    (`exchange::request`), hold the headers.
-//! 2. Body: parse once (`body`), tell the API apart (`protocol`), read the quotas
+//! 2. Body: parse once (`body`, located by `scan`), tell the API apart (`protocol`), read the quotas
 //!    (`quota`) and health (`health::shared`), pick an instance (`exchange::pick`,
 //!    `balancer`), shape the request for it (`protocol::openai`) as edits, send it on.
 //! 3. Response headers: classify the outcome once (`outcome`); a retriable failure starts
