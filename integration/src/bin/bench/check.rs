@@ -51,7 +51,7 @@ pub fn start(config: &Value) -> anyhow::Result<Option<Service>> {
 
 /// The service's Envoy cluster (gRPC: HTTP/2).
 pub fn cluster(port: u16) -> Value {
-    json!({"name": "rls", "type": "STATIC", "connect_timeout": "1s",
+    json!({"name": "rls", "type": "STATIC", "connect_timeout": "30s",
         "typed_extension_protocol_options": http2_options(),
         "load_assignment": {"cluster_name": "rls", "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}})

@@ -107,7 +107,7 @@ fn bootstrap(filters: &[Value], upstream_port: u16, rls: Option<u16>) -> anyhow:
         .collect::<Vec<_>>()
         .join("\n          ");
     let mut clusters = vec![json!({
-        "name": "mock", "type": "STATIC", "connect_timeout": "1s",
+        "name": "mock", "type": "STATIC", "connect_timeout": "30s",
         "load_assignment": {"cluster_name": "mock", "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}
     })];
