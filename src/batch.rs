@@ -1,8 +1,8 @@
-//! What the host layer keeps per context to spare host calls, which cost several times what
-//! Envoy's work behind them does: the request's header map as read and edited, so that a
-//! callback's header edits become one write of the whole map, and the filter state already
-//! written, so that the same value is not written twice. Pure, so it is tested natively; the
-//! host decides when it applies.
+//! The effect interpreter (`drive`), and what it keeps per context to spare host calls,
+//! which cost several times what Envoy's work behind them does: the request's header map as
+//! read and edited, so that a callback's header edits become one write of the whole map, and
+//! the filter state already written, so that the same value is not written twice. Pure
+//! (the host is behind the `Apply` trait), so it is tested natively.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
