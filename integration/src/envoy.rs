@@ -471,6 +471,15 @@ impl Envoy {
     }
 
     /// The admin's `/stats/prometheus` text.
+    /// The text of an admin endpoint (`/config_dump`, `/stats?filter=...`).
+    pub async fn admin(&self, path: &str) -> String {
+        let resp = self.client.get(self.admin_url(path)).send().await;
+        resp.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub async fn prometheus(&self) -> String {
         match self
             .client

@@ -151,15 +151,7 @@ async fn keys_stay_in_the_environment_not_in_config_dump() {
         .start()
         .await
         .unwrap();
-    let dump = envoy
-        .client()
-        .get(envoy.admin_url("/config_dump"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dump = envoy.admin("/config_dump").await;
     assert!(
         dump.contains("$env://OPENAI_API_KEY"),
         "the reference is there"

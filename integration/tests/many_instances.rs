@@ -100,14 +100,8 @@ async fn weights_8_and_2_hold_across_two_workers() {
     }
     // Both workers took connections.
     let stats = envoy
-        .client()
-        .get(envoy.admin_url("/stats?filter=worker_.\\.downstream_cx_total"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .admin("/stats?filter=worker_.\\.downstream_cx_total")
+        .await;
     let per_worker: Vec<u64> = stats
         .lines()
         .filter_map(|l| l.rsplit(": ").next()?.parse().ok())

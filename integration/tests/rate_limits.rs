@@ -304,14 +304,8 @@ async fn concurrent_charges_across_workers_lose_nothing() {
     }
     assert_eq!(sent, 200);
     let stats = envoy
-        .client()
-        .get(envoy.admin_url("/stats?filter=worker_.\\.downstream_cx_total"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .admin("/stats?filter=worker_.\\.downstream_cx_total")
+        .await;
     assert!(
         stats.lines().filter(|l| !l.ends_with(": 0")).count() >= 2,
         "both workers served: {stats}"
