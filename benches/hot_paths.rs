@@ -82,7 +82,7 @@ fn main() {
             )
             .unwrap();
             let up = protocol::shape(&cfg.instances[i], &req).unwrap();
-            black_box(up.body.map(|b| b.len()));
+            black_box(up.body.map(|b| b.prefix.len()));
         });
     }
 

@@ -127,8 +127,9 @@ impl<'a> JsonBody<'a> {
 
     /// Applies `edits` (key, new JSON text of the value): an existing member's value is
     /// replaced in place, a missing one is appended. Returns `None` when nothing changes, so
-    /// the caller can forward the original bytes untouched.
-    pub fn patch<'e, I>(&self, edits: I) -> Option<String>
+    /// the caller can forward the original bytes untouched. Only the bytes up to the last
+    /// change are built (see [`Patch`]): a large body's unchanged tail is never copied.
+    pub fn patch<'e, I>(&self, edits: I) -> Option<Patch>
     where
         I: IntoIterator<Item = (&'e str, &'e str)>,
     {
@@ -149,6 +150,13 @@ impl<'a> JsonBody<'a> {
             return None;
         }
         splices.sort_by_key(|s| s.0);
+        // The original bytes the patch replaces: up to the end of the last splice, or to the
+        // closing brace when members are appended.
+        let replaced = if appended.is_empty() {
+            splices.last().map_or(0, |s| s.1)
+        } else {
+            self.close
+        };
 
         let extra = splices
             .iter()
@@ -159,14 +167,14 @@ impl<'a> JsonBody<'a> {
                 .saturating_add(v.len())
                 .saturating_add(8)
         });
-        let mut out = String::with_capacity(self.text.len().saturating_add(extra));
+        let mut out = String::with_capacity(replaced.saturating_add(extra));
         let mut pos = 0;
         for (start, end, value) in splices {
             out.push_str(self.text.get(pos..start).unwrap_or(""));
             out.push_str(value);
             pos = end;
         }
-        out.push_str(self.text.get(pos..self.close).unwrap_or(""));
+        out.push_str(self.text.get(pos..replaced).unwrap_or(""));
         let mut first = self.members.is_empty();
         for (key, value) in appended {
             if !first {
@@ -178,29 +186,57 @@ impl<'a> JsonBody<'a> {
             out.push(':');
             out.push_str(value);
         }
-        out.push_str(self.text.get(self.close..).unwrap_or(""));
-        Some(out)
+        Some(Patch {
+            prefix: out,
+            replaced,
+        })
+    }
+
+    /// The whole patched text (for small values, and callouts that carry a whole body).
+    pub fn patched<'e, I>(&self, edits: I) -> Option<String>
+    where
+        I: IntoIterator<Item = (&'e str, &'e str)>,
+    {
+        self.patch(edits).map(|p| {
+            let mut whole = p.prefix;
+            whole.push_str(self.text.get(p.replaced..).unwrap_or(""));
+            whole
+        })
     }
 }
 
-/// How many bytes `a` and `b` end with in common (compared sixteen at a time).
-pub fn common_suffix(a: &[u8], b: &[u8]) -> usize {
-    let block = |c: &[u8]| <[u8; 16]>::try_from(c).ok();
-    let blocks = a
-        .rchunks_exact(16)
-        .zip(b.rchunks_exact(16))
-        .take_while(|(x, y)| block(x) == block(y))
-        .count();
-    let same = blocks.saturating_mul(16);
-    let a = a.get(..a.len().saturating_sub(same)).unwrap_or(&[]);
-    let b = b.get(..b.len().saturating_sub(same)).unwrap_or(&[]);
-    let more = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    same.saturating_add(more)
+/// A new body as Envoy takes it: the first `replaced` bytes of the client's body give way
+/// to `prefix`, and the rest stays where it is (Envoy replaces a prefix of a buffered body in
+/// place). A body built anew replaces all of the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    pub prefix: String,
+    pub replaced: usize,
+}
+
+impl Patch {
+    /// All of a client's body of `len` bytes gives way to `body`.
+    pub fn whole(body: String, len: usize) -> Patch {
+        Patch {
+            prefix: body,
+            replaced: len,
+        }
+    }
+
+    /// The length of the patched body, for a client's body of `len` bytes.
+    pub fn new_len(&self, len: usize) -> usize {
+        len.saturating_sub(self.replaced)
+            .saturating_add(self.prefix.len())
+    }
+
+    /// The patched body, whole.
+    pub fn apply(&self, original: &[u8]) -> Vec<u8> {
+        let tail = original.get(self.replaced..).unwrap_or(&[]);
+        let mut out = Vec::with_capacity(self.prefix.len().saturating_add(tail.len()));
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(tail);
+        out
+    }
 }
 
 /// Every top-level member (key, value span), as serde_json reads the object.
@@ -312,7 +348,7 @@ mod tests {
     fn patched(body: &str, edits: &[(&str, &str)]) -> Option<String> {
         JsonBody::parse(body.as_bytes())
             .unwrap()
-            .patch(edits.iter().copied())
+            .patched(edits.iter().copied())
     }
 
     #[test]
@@ -425,28 +461,34 @@ mod tests {
     }
 
     #[test]
-    fn common_suffixes() {
-        let long = "y".repeat(1000);
-        let cases = [
-            ("", "", 0),
-            ("abc", "", 0),
-            ("abc", "xbc", 2),
-            ("abc", "abc", 3),
-            (
-                "{\"model\":\"a\",\"m\":1}",
-                "{\"model\":\"gpt\",\"m\":1}",
-                8,
-            ),
-        ];
-        for (a, b, want) in cases {
-            assert_eq!(common_suffix(a.as_bytes(), b.as_bytes()), want, "{a} {b}");
-            assert_eq!(common_suffix(b.as_bytes(), a.as_bytes()), want, "{b} {a}");
+    fn a_patch_builds_only_the_bytes_up_to_its_last_change() {
+        let tail = "y".repeat(1000);
+        let body = format!(r#"{{"model":"a","messages":"{tail}"}} "#);
+        let parsed = JsonBody::parse(body.as_bytes()).unwrap();
+        // A replaced value: the prefix ends with it.
+        let p = parsed.patch([("model", "\"gpt-4o\"")]).unwrap();
+        assert_eq!(p.prefix, r#"{"model":"gpt-4o""#);
+        assert_eq!(p.replaced, r#"{"model":"a""#.len());
+        // Appended members: the prefix ends before the closing brace.
+        let p = parsed.patch([("model", "\"b\""), ("n", "2")]).unwrap();
+        assert_eq!(p.replaced, body.trim_end().len() - 1);
+        assert!(p.prefix.ends_with(&format!(r#"{tail}","n":2"#)));
+        // Applied, either is the whole patched body; its length is known without it.
+        for edits in [
+            vec![("model", "\"gpt-4o\"")],
+            vec![("model", "\"b\""), ("n", "2")],
+        ] {
+            let p = parsed.patch(edits.iter().copied()).unwrap();
+            let whole = parsed.patched(edits.iter().copied()).unwrap();
+            assert_eq!(p.apply(body.as_bytes()), whole.as_bytes());
+            assert_eq!(p.new_len(body.len()), whole.len());
+            let v: Value = serde_json::from_str(&whole).unwrap();
+            assert_eq!(v["messages"], Value::from(tail.clone()));
         }
-        for cut in [0, 1, 15, 16, 17, 999] {
-            let a = format!("x{long}");
-            let b = format!("zz{}", &long[cut..]);
-            assert_eq!(common_suffix(a.as_bytes(), b.as_bytes()), 1000 - cut);
-        }
+        // A body built anew replaces all of the client's.
+        let p = Patch::whole("{}".into(), body.len());
+        assert_eq!(p.apply(body.as_bytes()), b"{}");
+        assert_eq!(p.new_len(body.len()), 2);
     }
 
     #[test]

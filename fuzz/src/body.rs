@@ -43,7 +43,16 @@ pub fn check(data: &[u8]) {
     };
     let map = check_acceptance(payload, &body, &reading);
     let edits = edits(&mut Unstructured::new(control), &body, map);
-    let out = body.patch(edits.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let pairs = || edits.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let out = body.patched(pairs());
+    // The prefix Envoy is given, applied to the client's bytes, is the whole patched body.
+    let patch = body.patch(pairs());
+    assert!(patch.as_ref().is_none_or(|p| p.replaced <= payload.len()));
+    assert_eq!(
+        patch.map(|p| (p.new_len(payload.len()), p.apply(payload))),
+        out.as_ref().map(|o| (o.len(), o.as_bytes().to_vec())),
+        "the prefix patch does not make the whole patched body"
+    );
     check_patch(&body, map, &edits, out.as_deref());
 }
 

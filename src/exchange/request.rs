@@ -355,22 +355,20 @@ fn request_edits(config: &Config, up: &Upstream<'_>, body: &[u8], chunked: bool)
     // total, which the filter sets): it is left alone.
     let timeout_ms = if up.stream { 0 } else { config.timeout_ms };
     out.push(set(TIMEOUT_HEADER, &timeout_ms.to_string()));
-    if let Some(new_body) = &up.body {
+    if let Some(patch) = &up.body {
         // Envoy replaces a prefix of the buffered body: only the bytes up to the last change
         // go back, the client's unchanged tail (most of a large body) stays where it is.
-        let new = new_body.as_bytes();
-        let same = crate::body::common_suffix(body, new);
         out.push(Effect::ReplaceBody {
             map: Map::Request,
-            size: body.len().saturating_sub(same),
-            bytes: new
-                .get(..new.len().saturating_sub(same))
-                .unwrap_or(new)
-                .to_vec(),
+            size: patch.replaced,
+            bytes: patch.prefix.as_bytes().to_vec(),
         });
         // Envoy does not fix content-length after a body change; a stale one desynchronises
         // the upstream connection.
-        out.push(set("content-length", &new_body.len().to_string()));
+        out.push(set(
+            "content-length",
+            &patch.new_len(body.len()).to_string(),
+        ));
         if chunked {
             out.push(Effect::RemoveHeader(
                 Map::Request,

@@ -227,9 +227,8 @@ impl Exchange {
         let up = protocol::shape(instance, &req).ok()?;
         let body = up
             .body
-            .as_deref()
-            .map_or(retry.body.as_slice(), str::as_bytes)
-            .to_vec();
+            .as_ref()
+            .map_or_else(|| retry.body.clone(), |p| p.apply(&retry.body));
         Some(Callout {
             purpose: Purpose::Fallback(index),
             cluster: up.cluster.to_string(),

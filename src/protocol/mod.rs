@@ -11,7 +11,7 @@ pub mod openai;
 mod tally;
 pub mod translate;
 
-use crate::body::{BodyError, JsonBody};
+use crate::body::{BodyError, JsonBody, Patch};
 use crate::config::{Config, Instance};
 use crate::error::ProxyError;
 pub use crate::provider::ApiKind;
@@ -111,8 +111,9 @@ pub struct Upstream<'c> {
     pub preset_headers: &'static [(&'static str, &'static str)],
     /// Client headers of the other protocol, dropped when a request is translated.
     pub foreign_headers: &'static [&'static str],
-    /// The new body, or `None` to forward the client's bytes unchanged.
-    pub body: Option<String>,
+    /// The new body (as the prefix that replaces the start of the client's), or `None` to
+    /// forward the client's bytes unchanged.
+    pub body: Option<Patch>,
     /// Whether the upstream will stream (the client's choice, unless `options` sets it).
     pub stream: bool,
     /// The filter asked for usage in the stream (to count tokens): the usage-only event

@@ -106,7 +106,7 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
         let options = JsonBody::parse(base.as_bytes())
             .map_err(|_| ProxyError::InvalidField("stream_options", "an object"))?;
         if options.raw("include_usage") != Some("true") {
-            usage_edit = options.patch([("include_usage", "true")]);
+            usage_edit = options.patched([("include_usage", "true")]);
         }
     }
     let edits = instance
@@ -135,6 +135,7 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Patch;
     use crate::config;
     use crate::provider::ApiKind;
     use serde_json::{json, Value};
@@ -150,7 +151,12 @@ mod tests {
         let parsed = config::parse(cfg.to_string().as_bytes()).unwrap();
         let inst: &'static Instance = Box::leak(Box::new(instance(cfg)));
         let req = super::super::read_request(body.as_bytes(), &parsed, None)?;
-        let up = shape(inst, &req)?;
+        let mut up = shape(inst, &req)?;
+        // The patched body, whole, to read in the assertions.
+        up.body = up.body.map(|p| {
+            let whole = String::from_utf8(p.apply(body.as_bytes())).unwrap();
+            Patch::whole(whole, body.len())
+        });
         Ok((req.client, up))
     }
 
@@ -213,7 +219,7 @@ mod tests {
             &[("authorization".to_string(), "Bearer sk-x".to_string())]
         );
         assert!(up.drop_client_authorization);
-        let sent: Value = serde_json::from_str(up.body.as_deref().unwrap()).unwrap();
+        let sent: Value = serde_json::from_str(&up.body.as_ref().unwrap().prefix).unwrap();
         assert_eq!(
             sent,
             json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
@@ -249,8 +255,9 @@ mod tests {
 
     #[test]
     fn streams_ask_for_usage_keeping_other_stream_options() {
-        let sent =
-            |up: &Upstream| -> Value { serde_json::from_str(up.body.as_deref().unwrap()).unwrap() };
+        let sent = |up: &Upstream| -> Value {
+            serde_json::from_str(&up.body.as_ref().unwrap().prefix).unwrap()
+        };
         let (_, up) = run(
             json!({"provider": "openai"}),
             r#"{"messages":[],"stream":true}"#,

@@ -36,7 +36,7 @@ fn a_messages_request_passes_with_options_patched_in() {
     );
     assert!(up.stream && !up.drop_usage_event);
     assert_eq!(up.model.as_deref(), Some("claude-sonnet-4-5"));
-    let sent: Value = serde_json::from_str(up.body.as_deref().unwrap()).unwrap();
+    let sent: Value = serde_json::from_slice(&up.body.as_ref().unwrap().apply(body)).unwrap();
     assert_eq!(
         sent,
         json!({"model": "claude-sonnet-4-5", "max_tokens": 512,

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::tally::Tally;
 use super::{Reader, Request, Upstream};
-use crate::body::BodyError;
+use crate::body::{BodyError, Patch};
 use crate::config::Instance;
 use crate::error::ProxyError;
 use crate::sse::{Event, SseFramer, Verdict};
@@ -58,7 +58,10 @@ fn upstream<'c>(
         drop_client_authorization: instance.has_auth,
         preset_headers: instance.provider.headers(),
         foreign_headers,
-        body: Some(Value::Object(body.clone()).to_string()),
+        body: Some(Patch::whole(
+            Value::Object(body.clone()).to_string(),
+            req.body.text().len(),
+        )),
         stream: super::streams(instance, &req.client),
         drop_usage_event,
         model: super::model(instance, &req.client),
