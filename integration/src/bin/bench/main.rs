@@ -13,7 +13,8 @@
 //!   added latency per request is measured one request at a time;
 //! - with `BENCH_ABLATION=<dir>`: the many-instance configuration (summary logs on) on the
 //!   normal build and on each `ablate-*.wasm` build found in the directory (one cost centre
-//!   switched off each; see src/ablate.rs).
+//!   switched off each; see src/ablate.rs), and on the folder's `full.wasm` instead of the
+//!   normal build when it has one (to measure an older build's ablation).
 //!
 //! Prints, per body size, requests/s as a ratio to the floor and to the no-op filter, Envoy
 //! CPU per request (and over the floor's), latency; the cost per KB; the streaming time to
@@ -68,6 +69,8 @@ struct Variant {
     envoy: Envoy,
     /// Runs the 100 KB and 1 MB bodies too (the ablation builds run 1 KB only).
     big: bool,
+    /// Peak RSS once started, before any request (MB): the module and its VMs.
+    start_rss: f64,
 }
 
 #[derive(Default, Clone)]
@@ -630,10 +633,17 @@ async fn main() -> anyhow::Result<()> {
         let mut logged = many.clone();
         logged["logging"] = json!({"summaries": true});
         let cfg = logged.to_string();
+        // The folder's own `full.wasm` when it has one (the ablation of an older build).
+        let full = Path::new(&dir).join("full.wasm");
+        let full = if full.exists() {
+            wasm_str(&full)
+        } else {
+            filter.clone()
+        };
         ablation.push("ablation: full".to_string());
         specs.push((
             "ablation: full".into(),
-            vec![wasm_filter(&filter, "ai_proxy", &cfg)],
+            vec![wasm_filter(&full, "ai_proxy", &cfg)],
             false,
         ));
         for (feature, path) in builds_in(Path::new(&dir), "ablate-")? {
@@ -684,7 +694,13 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("could not pin Envoy to CPU {cpu}");
             }
         }
-        variants.push(Variant { name, envoy, big });
+        let start_rss = peak_rss_mb(envoy.pid());
+        variants.push(Variant {
+            name,
+            envoy,
+            big,
+            start_rss,
+        });
     }
 
     let dir = std::env::temp_dir().join(format!("ai-proxy-bench-{}", std::process::id()));
@@ -921,17 +937,23 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("Peak RSS (VmHWM) after every run above");
-    println!("| variant | peak RSS MB | vs no-op MB |");
-    println!("|---|---:|---:|");
+    println!("Peak RSS (VmHWM): once started (before any request), and after every run above");
+    println!("| variant | at start MB | vs no-op MB | peak RSS MB | vs no-op MB |");
+    println!("|---|---:|---:|---:|---:|");
     let noop_rss = variants
         .iter()
         .find(|v| v.name == NOOP)
-        .map(|v| peak_rss_mb(v.envoy.pid()));
+        .map(|v| (v.start_rss, peak_rss_mb(v.envoy.pid())));
     for v in &variants {
         let rss = peak_rss_mb(v.envoy.pid());
-        let vs = noop_rss.map_or("-".into(), |n| format!("{:+.1}", rss - n));
-        println!("| {} | {rss:.1} | {vs} |", v.name);
+        let vs = |n: Option<f64>, x: f64| n.map_or("-".into(), |n| format!("{:+.1}", x - n));
+        println!(
+            "| {} | {:.1} | {} | {rss:.1} | {} |",
+            v.name,
+            v.start_rss,
+            vs(noop_rss.map(|n| n.0), v.start_rss),
+            vs(noop_rss.map(|n| n.1), rss)
+        );
     }
 
     if !ablation.is_empty() {
