@@ -1,7 +1,8 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
 //! request shaping (1 KB and 100 KB bodies), one whole request through the exchange (the
 //! filter's own code per request, with a host that answers at no cost), SSE framing and
-//! usage per event, picking.
+//! usage per event, picking. Each line also gives the heap allocations per call (counted by
+//! this benchmark's allocator): in the wasm build every one is a call into dlmalloc.
 //! `cargo bench -p envoy-ai-proxy --bench hot_paths`.
 #![allow(
     clippy::unwrap_used,
@@ -9,10 +10,12 @@
     clippy::indexing_slicing
 )]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use envoy_ai_proxy::balancer::RoundRobin;
@@ -24,6 +27,29 @@ use envoy_ai_proxy::protocol;
 use envoy_ai_proxy::root::Root;
 use envoy_ai_proxy::store::{Store, StoreError};
 use envoy_ai_proxy::usage::Meter;
+
+/// The system allocator, counting allocations (a reallocation counts as one).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// Runs `f` for about half a second (HOT_PATHS_MS to change it); prints ns per call.
 fn bench(name: &str, f: impl FnMut()) {
@@ -39,6 +65,9 @@ fn bench_per(name: &str, units: u64, mut f: impl FnMut()) {
     for _ in 0..100 {
         f();
     }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    f();
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let mut n: u64 = 0;
     let start = Instant::now();
     let ms = std::env::var("HOT_PATHS_MS")
@@ -52,7 +81,10 @@ fn bench_per(name: &str, units: u64, mut f: impl FnMut()) {
         n += 100;
     }
     let ns = start.elapsed().as_nanos() as f64 / (n * units) as f64;
-    println!("{name:<48} {ns:>12.0} ns/op");
+    println!(
+        "{name:<48} {ns:>12.0} ns/op {:>8.0} allocs/op",
+        allocs as f64 / units as f64
+    );
 }
 
 fn body(size: usize) -> String {
