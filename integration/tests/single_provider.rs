@@ -389,6 +389,59 @@ async fn unchanged_body_is_forwarded_byte_for_byte() {
     );
 }
 
+/// The wasm build reads a body's strings 64 and 16 bytes at a time (`simd128`) and checks for
+/// ASCII the same way: whatever ends plain string content (an escape, a quote, a control
+/// character) or is not ASCII is found at every offset of a long string, as serde_json
+/// finds it. Native tests cover the native build's word-at-a-time path only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_special_byte_anywhere_in_a_long_string_is_read_exactly() {
+    let mock = MockLlm::start().await.unwrap();
+    let envoy = Envoy::with_config(&json!({"provider": "openai", "options": {"model": "gpt-4o"}}))
+        .cluster("openai", mock.port())
+        .start()
+        .await
+        .unwrap();
+    let c = envoy.client();
+    let url = envoy.url("/v1/chat/completions");
+    // (what is placed in the string, whether the body is valid JSON)
+    let kinds: [(&[u8], bool); 6] = [
+        (b"\\\"", true),
+        (b"\\\\", true),
+        (b"\\u00e9", true),
+        ("\u{e9}".as_bytes(), true),
+        // A control character, and a byte that is not UTF-8: refused wherever they are.
+        (b"\x01", false),
+        (b"\xff", false),
+    ];
+    let mut forwarded = 0;
+    for (special, valid) in kinds {
+        for at in 0..140 {
+            let mut content = vec![b'x'; at];
+            content.extend_from_slice(special);
+            content.extend(std::iter::repeat_n(b'y', 150 - at));
+            let mut body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":""#.to_vec();
+            body.extend_from_slice(&content);
+            body.extend_from_slice(br#""}]}"#);
+            let resp = c
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{:?} at {at}", String::from_utf8_lossy(special));
+            if valid {
+                assert_eq!(resp.status(), 200, "{what}");
+                forwarded += 1;
+                assert_eq!(mock.last().unwrap().body, body, "{what}");
+            } else {
+                assert_error(resp, 400, "invalid_json").await;
+            }
+        }
+    }
+    assert_eq!(mock.count(), forwarded);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_errors_pass_through() {
     let mock = MockLlm::start().await.unwrap();
