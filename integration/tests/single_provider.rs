@@ -362,14 +362,20 @@ async fn unreachable_upstream_gets_503_json() {
     assert_error(resp, 503, "upstream_unavailable").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unchanged_body_is_forwarded_byte_for_byte() {
+/// One provider asked for `gpt-4o`: a body that asks for it too is forwarded unpatched.
+async fn gpt_4o_envoy() -> (MockLlm, Envoy) {
     let mock = MockLlm::start().await.unwrap();
     let envoy = Envoy::with_config(&json!({"provider": "openai", "options": {"model": "gpt-4o"}}))
         .cluster("openai", mock.port())
         .start()
         .await
         .unwrap();
+    (mock, envoy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_body_is_forwarded_byte_for_byte() {
+    let (mock, envoy) = gpt_4o_envoy().await;
     // Odd spacing, escapes and number forms that a re-encoder would change.
     let body = "{ \"model\" : \"gpt-4o\",\n\t\"messages\": [ {\"role\":\"user\", \"content\": \"caf\\u00e9 \\/ \\ud83d\\ude00\"} ],\n  \"temperature\": 1.0e0, \"x_unknown\": {\"keep\": [1, 2.50]} }\n";
     let resp = envoy
@@ -395,12 +401,7 @@ async fn unchanged_body_is_forwarded_byte_for_byte() {
 /// finds it. Native tests cover the native build's word-at-a-time path only.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_special_byte_anywhere_in_a_long_string_is_read_exactly() {
-    let mock = MockLlm::start().await.unwrap();
-    let envoy = Envoy::with_config(&json!({"provider": "openai", "options": {"model": "gpt-4o"}}))
-        .cluster("openai", mock.port())
-        .start()
-        .await
-        .unwrap();
+    let (mock, envoy) = gpt_4o_envoy().await;
     let c = envoy.client();
     let url = envoy.url("/v1/chat/completions");
     // (what is placed in the string, whether the body is valid JSON)
