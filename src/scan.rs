@@ -50,12 +50,12 @@ fn is_ascii(bytes: &[u8]) -> bool {
 /// would be two 64-bit halves).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn is_ascii(bytes: &[u8]) -> bool {
-    use core::arch::wasm32::{u8x16_bitmask, v128, v128_load, v128_or};
-    // SAFETY: each pointer is the start of sixteen readable bytes of `bytes`, and wasm
-    // loads need no alignment.
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_splat, v128, v128_load, v128_or};
+    // SAFETY: only ever given the sixteen-byte quarters of a 64-byte chunk of `bytes`, and
+    // wasm loads need no alignment.
     let load = |b: &[u8]| unsafe { v128_load(b.as_ptr().cast::<v128>()) };
     let mut wide = bytes.chunks_exact(WIDE);
-    let mut acc = load(&[0; BLOCK]);
+    let mut acc = u8x16_splat(0);
     for w in &mut wide {
         if let (Some(a), Some(b), Some(c), Some(d)) = (
             w.get(..BLOCK),
