@@ -22,6 +22,16 @@ fuzz_briefly() {
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 }
+# The library's unit tests again, built for wasm32-wasip1 and run under Node's V8 (the engine
+# Envoy embeds): the wasm-only code (the simd128 scan) is tested there as it runs in Envoy.
+wasm_unit_tests() {
+    local exe
+    exe="$(cargo test --locked --release --target wasm32-wasip1 -p envoy-ai-proxy --lib \
+        --no-run --message-format=json-render-diagnostics |
+        sed -n 's/.*"executable":"\([^"]*\.wasm\)".*/\1/p' | tail -1)"
+    [ -n "$exe" ] || { echo "no wasm test program was built" >&2; return 1; }
+    node --no-warnings scripts/wasi-run.mjs "$exe" 2>&1 | grep -v ' \.\.\. ok$'
+}
 step() {
     local name="$1"; shift
     local t=$SECONDS
@@ -42,6 +52,7 @@ step "clippy (native, all targets)" cargo clippy --locked --workspace --all-targ
 step "clippy (wasm32, the filter)" cargo clippy --locked --release --target wasm32-wasip1 -p envoy-ai-proxy --lib -- -D warnings
 step "unit tests" cargo_test -p envoy-ai-proxy
 step "wasm build" build_wasm
+step "unit tests in the wasm build (Node's V8, simd128)" wasm_unit_tests
 step "rate limit service: fmt and tests (real Redis)" rls_tests
 step "integration tests (real Envoy)" cargo_test -p integration
 step "fuzzing (config, body, sse, usage: ${FUZZ_SECONDS:-15}s each)" fuzz_briefly
