@@ -50,13 +50,18 @@ impl<'a> JsonBody<'a> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(BodyError::Empty);
         }
-        let text = scan::utf8(bytes).ok_or(BodyError::NotUtf8)?;
-        let located = match fast.then(|| scan::object(text)).flatten() {
-            Some(members) => members
-                .into_iter()
-                .map(|m| (Cow::Borrowed(m.key), m.start, m.end))
-                .collect(),
-            None => serde_members(text)?,
+        let (text, located) = match fast.then(|| scan::object(bytes)).flatten() {
+            Some((text, members)) => (
+                text,
+                members
+                    .into_iter()
+                    .map(|m| (Cow::Borrowed(m.key), m.start, m.end))
+                    .collect(),
+            ),
+            None => {
+                let text = std::str::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)?;
+                (text, serde_members(text)?)
+            }
         };
         let mut members: Vec<Member> = Vec::with_capacity(located.len());
         for (key, start, end) in located {

@@ -1,13 +1,14 @@
 //! The fast path of reading the client's body: a structural scan that validates a JSON
 //! object exactly as serde_json does and locates its top-level members, skipping the
 //! contents of strings sixty-four bytes at a time, then sixteen (`simd128` compares in the
-//! wasm build, words of eight bytes elsewhere), and checking for ASCII the same way. Bodies
-//! are mostly long strings (messages), so this is where a large body's time goes. The wasm
-//! path is tested through Envoy (`a_special_byte_anywhere_in_a_long_string_is_read_exactly`).
+//! wasm build, words of eight bytes elsewhere). The same pass notes whether the body is all
+//! ASCII, so only a body that is not is checked for UTF-8 afterwards. Bodies are mostly long
+//! strings (messages), so this is where a large body's time goes. The wasm path is tested
+//! through Envoy (`a_special_byte_anywhere_in_a_long_string_is_read_exactly`).
 //!
-//! It only answers when it is sure: a body it does not accept (invalid, or a key with an
-//! escape it would have to decode) goes to serde_json (`body::JsonBody::parse`), which then
-//! accepts or refuses it with the same error as it always did.
+//! It only answers when it is sure: a body it does not accept (invalid, not UTF-8, or a key
+//! with an escape it would have to decode) goes to serde_json (`body::JsonBody::parse`),
+//! which then accepts or refuses it with the same error as it always did.
 
 /// A top-level member: its key (as written: it has no escapes) and its value's byte span.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,133 +18,141 @@ pub struct Member<'a> {
     pub end: usize,
 }
 
-/// The body as UTF-8: an ASCII body (the usual case) is checked sixteen bytes at a time,
-/// anything else by the standard library.
-pub fn utf8(bytes: &[u8]) -> Option<&str> {
-    if is_ascii(bytes) {
-        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
-        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
-    }
-    std::str::from_utf8(bytes).ok()
-}
-
 const BLOCK: usize = 16;
 /// Four blocks: long runs of plain string content are skipped this many bytes at a time.
 const WIDE: usize = 64;
 
-/// Whether every byte is ASCII: the bytes of each block OR-ed together, the high bits
-/// checked once at the end.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn is_ascii(bytes: &[u8]) -> bool {
-    const HIGH: u128 = u128::from_ne_bytes([0x80; BLOCK]);
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    let mut acc = 0u128;
-    for block in &mut blocks {
-        if let Ok(block) = <[u8; BLOCK]>::try_from(block) {
-            acc |= u128::from_ne_bytes(block);
-        }
-    }
-    acc & HIGH == 0 && blocks.remainder().is_ascii()
+/// What a run of string content holds, from the least to the most that stops the skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Run {
+    /// ASCII, none of the bytes below.
+    Plain,
+    /// A byte of a multi-byte character (at or above 0x80), and none of the bytes below.
+    NonAscii,
+    /// A byte that ends plain string content: a quote, a backslash, a control character.
+    Special,
 }
 
-/// The same with `simd128`, four blocks at a time (wasm has no 128-bit integers: `u128`
-/// would be two 64-bit halves).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn is_ascii(bytes: &[u8]) -> bool {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_splat, v128, v128_load, v128_or};
-    // SAFETY: only ever given the sixteen-byte quarters of a 64-byte chunk of `bytes`, and
-    // wasm loads need no alignment.
-    let load = |b: &[u8]| unsafe { v128_load(b.as_ptr().cast::<v128>()) };
-    let mut wide = bytes.chunks_exact(WIDE);
-    let mut acc = u8x16_splat(0);
-    for w in &mut wide {
-        if let (Some(a), Some(b), Some(c), Some(d)) = (
-            w.get(..BLOCK),
-            w.get(BLOCK..2 * BLOCK),
-            w.get(2 * BLOCK..3 * BLOCK),
-            w.get(3 * BLOCK..),
-        ) {
-            acc = v128_or(
-                acc,
-                v128_or(v128_or(load(a), load(b)), v128_or(load(c), load(d))),
-            );
-        }
-    }
-    u8x16_bitmask(acc) == 0 && wide.remainder().is_ascii()
-}
-
-/// Whether a byte ends plain string content: a quote, a backslash, a control character.
+/// Whether a byte ends plain string content.
 fn special(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
-/// The bytes of a block that end plain string content, as a SIMD mask: three compares.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn special_mask(block: &[u8]) -> core::arch::wasm32::v128 {
+mod lanes {
+    //! `simd128`: a block is one vector.
+    use super::{Run, BLOCK, WIDE};
     use core::arch::wasm32::{
-        i8x16_eq, i8x16_splat, u8x16_lt, u8x16_splat, v128, v128_load, v128_or,
+        i8x16_eq, i8x16_lt, i8x16_splat, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load,
+        v128_or,
     };
-    // Never shorter than a block (the callers split exact blocks); the fallback is only
-    // there so that a slice is never read past its end.
-    let Some(block) = block.get(..BLOCK) else {
-        return i8x16_splat(-1);
-    };
-    // SAFETY: `block` is sixteen readable bytes, and wasm loads need no alignment.
-    let v = unsafe { v128_load(block.as_ptr().cast::<v128>()) };
-    let quote = i8x16_eq(v, i8x16_splat(b'"' as i8));
-    let backslash = i8x16_eq(v, i8x16_splat(b'\\' as i8));
-    let control = u8x16_lt(v, u8x16_splat(0x20));
-    v128_or(v128_or(quote, backslash), control)
-}
 
-/// Whether a block holds a byte that ends plain string content.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn any_special(block: &[u8; BLOCK]) -> bool {
-    core::arch::wasm32::v128_any_true(special_mask(block))
-}
+    fn load(block: &[u8; BLOCK]) -> v128 {
+        // SAFETY: `block` is sixteen readable bytes, and wasm loads need no alignment.
+        unsafe { v128_load(block.as_ptr().cast::<v128>()) }
+    }
 
-/// Whether four blocks hold one: their masks OR-ed, one test.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn any_special_wide(wide: &[u8; WIDE]) -> bool {
-    use core::arch::wasm32::{v128_any_true, v128_or};
-    let (a, rest) = wide.split_at(BLOCK);
-    let (b, rest) = rest.split_at(BLOCK);
-    let (c, d) = rest.split_at(BLOCK);
-    v128_any_true(v128_or(
-        v128_or(special_mask(a), special_mask(b)),
-        v128_or(special_mask(c), special_mask(d)),
-    ))
-}
+    fn quote_or_backslash(v: v128) -> v128 {
+        v128_or(
+            i8x16_eq(v, i8x16_splat(b'"' as i8)),
+            i8x16_eq(v, i8x16_splat(b'\\' as i8)),
+        )
+    }
 
-/// The same, eight bytes at a time in a word (serde_json's own test, on 64 bits).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn any_special(block: &[u8; BLOCK]) -> bool {
-    const ONES: u64 = u64::MAX / 255;
-    block.chunks_exact(8).any(|word| {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return true;
+    /// Bytes below 0x20 or at or above 0x80: one signed compare takes both.
+    fn low_or_high(v: v128) -> v128 {
+        i8x16_lt(v, i8x16_splat(0x20))
+    }
+
+    /// Bytes below 0x20 alone.
+    fn low(v: v128) -> v128 {
+        u8x16_lt(v, u8x16_splat(0x20))
+    }
+
+    /// Four vectors OR-ed.
+    fn any4(f: fn(v128) -> v128, [a, b, c, d]: [v128; 4]) -> v128 {
+        v128_or(v128_or(f(a), f(b)), v128_or(f(c), f(d)))
+    }
+
+    /// One test while the bytes are plain ASCII (the usual case), the exact one only when
+    /// that test finds something.
+    fn classify(qb: v128, low_or_high: v128, low: impl FnOnce() -> v128) -> Run {
+        if !v128_any_true(v128_or(qb, low_or_high)) {
+            Run::Plain
+        } else if v128_any_true(v128_or(qb, low())) {
+            Run::Special
+        } else {
+            Run::NonAscii
+        }
+    }
+
+    pub(super) fn block(block: &[u8; BLOCK]) -> Run {
+        let v = load(block);
+        classify(quote_or_backslash(v), low_or_high(v), || low(v))
+    }
+
+    pub(super) fn wide(wide: &[u8; WIDE]) -> Run {
+        let (a, rest) = wide.split_at(BLOCK);
+        let (b, rest) = rest.split_at(BLOCK);
+        let (c, d) = rest.split_at(BLOCK);
+        let [Ok(a), Ok(b), Ok(c), Ok(d)] = [a, b, c, d].map(<&[u8; BLOCK]>::try_from) else {
+            return Run::Special;
         };
-        let x = u64::from_le_bytes(word);
-        let control = x.wrapping_sub(ONES.wrapping_mul(0x20)) & !x;
-        let q = x ^ ONES.wrapping_mul(u64::from(b'"'));
-        let quote = q.wrapping_sub(ONES) & !q;
-        let b = x ^ ONES.wrapping_mul(u64::from(b'\\'));
-        let backslash = b.wrapping_sub(ONES) & !b;
-        (control | quote | backslash) & (ONES << 7) != 0
-    })
+        let v = [a, b, c, d].map(load);
+        classify(any4(quote_or_backslash, v), any4(low_or_high, v), || {
+            any4(low, v)
+        })
+    }
 }
 
-/// Whether four blocks hold one.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn any_special_wide(wide: &[u8; WIDE]) -> bool {
-    wide.chunks_exact(BLOCK)
-        .any(|b| <&[u8; BLOCK]>::try_from(b).map_or(true, any_special))
+mod lanes {
+    //! Elsewhere: words of eight bytes (serde_json's own test, on 64 bits).
+    use super::{Run, BLOCK, WIDE};
+
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+
+    pub(super) fn block(block: &[u8; BLOCK]) -> Run {
+        let mut run = Run::Plain;
+        for word in block.chunks_exact(8) {
+            let Ok(word) = <[u8; 8]>::try_from(word) else {
+                return Run::Special;
+            };
+            let x = u64::from_le_bytes(word);
+            let control = x.wrapping_sub(ONES.wrapping_mul(0x20)) & !x;
+            let q = x ^ ONES.wrapping_mul(u64::from(b'"'));
+            let quote = q.wrapping_sub(ONES) & !q;
+            let b = x ^ ONES.wrapping_mul(u64::from(b'\\'));
+            let backslash = b.wrapping_sub(ONES) & !b;
+            if (control | quote | backslash) & HIGH != 0 {
+                return Run::Special;
+            }
+            if x & HIGH != 0 {
+                run = Run::NonAscii;
+            }
+        }
+        run
+    }
+
+    pub(super) fn wide(wide: &[u8; WIDE]) -> Run {
+        let mut run = Run::Plain;
+        for b in wide.chunks_exact(BLOCK) {
+            run = run.max(<&[u8; BLOCK]>::try_from(b).map_or(Run::Special, block));
+            if run == Run::Special {
+                break;
+            }
+        }
+        run
+    }
 }
 
 /// A cursor over the body's bytes.
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// Whether every byte of string content so far was ASCII.
+    ascii: bool,
 }
 
 impl Cursor<'_> {
@@ -177,9 +186,17 @@ impl Cursor<'_> {
     /// at a time while none holds one, then a block at a time, then byte by byte.
     fn skip_plain(&mut self) {
         let rest = self.b.get(self.i..).unwrap_or(&[]);
+        let mut run = Run::Plain;
         let plain = rest
             .chunks_exact(WIDE)
-            .take_while(|w| <&[u8; WIDE]>::try_from(*w).is_ok_and(|w| !any_special_wide(w)))
+            .map(|w| <&[u8; WIDE]>::try_from(w).map_or(Run::Special, lanes::wide))
+            .take_while(|&r| {
+                if r == Run::Special {
+                    return false;
+                }
+                run = run.max(r);
+                true
+            })
             .count();
         self.i = self.i.saturating_add(plain.saturating_mul(WIDE));
         while let Some(block) = self
@@ -188,13 +205,21 @@ impl Cursor<'_> {
             .and_then(|end| self.b.get(self.i..end))
             .and_then(|s| <&[u8; BLOCK]>::try_from(s).ok())
         {
-            if any_special(block) {
+            let r = lanes::block(block);
+            if r == Run::Special {
                 break;
             }
+            run = run.max(r);
             self.i = self.i.saturating_add(BLOCK);
         }
-        while self.peek().is_some_and(|c| !special(c)) {
+        while let Some(c) = self.peek().filter(|&c| !special(c)) {
+            if !c.is_ascii() {
+                run = Run::NonAscii;
+            }
             self.bump();
+        }
+        if run != Run::Plain {
+            self.ascii = false;
         }
     }
 
@@ -336,14 +361,16 @@ impl Cursor<'_> {
     }
 }
 
-/// The top-level members of a body that is one JSON object (and nothing but whitespace
-/// after it); `None` when the scan is not sure (then serde_json decides).
-pub fn object(text: &str) -> Option<Vec<Member<'_>>> {
+/// The body as text and its top-level members, when it is one JSON object (and nothing but
+/// whitespace after it) in UTF-8; `None` when the scan is not sure (then serde_json decides).
+pub fn object(bytes: &[u8]) -> Option<(&str, Vec<Member<'_>>)> {
     let mut c = Cursor {
-        b: text.as_bytes(),
+        b: bytes,
         i: 0,
+        ascii: true,
     };
-    let mut members = Vec::new();
+    // Spans first (key, value): keys become text once the whole body is known to be UTF-8.
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
     let mut open = Vec::new();
     c.ws();
     c.eat(b'{')?;
@@ -355,17 +382,13 @@ pub fn object(text: &str) -> Option<Vec<Member<'_>>> {
                 // An escaped key must be decoded: serde_json's job.
                 return None;
             }
-            let key = text.get(key_start..c.i.saturating_sub(1))?;
+            let key_end = c.i.saturating_sub(1);
             c.ws();
             c.eat(b':')?;
             c.ws();
             let start = c.i;
             c.value(&mut open)?;
-            members.push(Member {
-                key,
-                start,
-                end: c.i,
-            });
+            spans.push((key_start, key_end, start, c.i));
             c.ws();
             match c.peek()? {
                 b',' => {
@@ -379,7 +402,27 @@ pub fn object(text: &str) -> Option<Vec<Member<'_>>> {
     }
     c.bump();
     c.ws();
-    (c.i == text.len()).then_some(members)
+    if c.i != bytes.len() {
+        return None;
+    }
+    let text = if c.ascii {
+        // SAFETY: the scan took every byte outside strings as one of JSON's ASCII
+        // characters, and saw that every byte inside them was ASCII too; ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    } else {
+        std::str::from_utf8(bytes).ok()?
+    };
+    let members = spans
+        .into_iter()
+        .map(|(ks, ke, start, end)| {
+            Some(Member {
+                key: text.get(ks..ke)?,
+                start,
+                end,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some((text, members))
 }
 
 #[cfg(test)]
