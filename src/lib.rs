@@ -61,6 +61,7 @@ pub mod root;
 pub(crate) mod scan;
 pub mod sse;
 pub mod store;
+pub(crate) mod text;
 pub mod usage;
 // Used by the host layer only (wasm32); tested natively.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

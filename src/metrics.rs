@@ -66,11 +66,29 @@ pub fn status_class(status: u32) -> &'static str {
 
 /// Stat names, from label values already passed through [`label`].
 pub mod name {
+    use crate::text::join;
+
     pub fn requests(instance: &str, model: &str, class: &str) -> String {
-        format!("aiproxy.instance.{instance}.model.{model}.status_class.{class}.requests_total")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".model.",
+            model,
+            ".status_class.",
+            class,
+            ".requests_total",
+        ])
     }
     pub fn tokens(instance: &str, model: &str, token_type: &str) -> String {
-        format!("aiproxy.instance.{instance}.model.{model}.token_type.{token_type}.tokens_total")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".model.",
+            model,
+            ".token_type.",
+            token_type,
+            ".tokens_total",
+        ])
     }
     /// Tokens by the consumer an authenticating filter named (`other` past the cap).
     pub fn consumer_tokens(instance: &str, consumer: &str, token_type: &str) -> String {
@@ -79,10 +97,22 @@ pub mod name {
         )
     }
     pub fn time_to_first_token(instance: &str, model: &str) -> String {
-        format!("aiproxy.instance.{instance}.model.{model}.time_to_first_token_ms")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".model.",
+            model,
+            ".time_to_first_token_ms",
+        ])
     }
     pub fn upstream_duration(instance: &str, model: &str) -> String {
-        format!("aiproxy.instance.{instance}.model.{model}.upstream_duration_ms")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".model.",
+            model,
+            ".upstream_duration_ms",
+        ])
     }
     pub fn fallbacks(instance: &str, reason: &str) -> String {
         format!("aiproxy.instance.{instance}.reason.{reason}.fallbacks_total")

@@ -10,6 +10,7 @@ use crate::effect::{Effect, Host};
 use crate::metrics::{self, name};
 use crate::protocol::{self, Answering, ClientRequest, Reader, Upstream};
 use crate::provider::Wire;
+use crate::text::num;
 use crate::usage::{Usage, MAX_LOGGED_TEXT};
 
 /// The rough size of a token, for estimates (OpenAI's rule of thumb for English text).
@@ -75,7 +76,10 @@ impl Answer {
             Effect::state("llm_model", self.model.clone().unwrap_or_default()),
             Effect::state("llm_instance", self.instance.clone()),
             Effect::state("llm_provider", self.provider),
-            Effect::state("llm_attempts", self.attempts.to_string()),
+            Effect::state(
+                "llm_attempts",
+                num(u64::try_from(self.attempts).unwrap_or(u64::MAX)),
+            ),
             Effect::state("llm_api", self.client.kind.api()),
             Effect::state("llm_error_code", "-"),
         ];
@@ -209,12 +213,12 @@ impl Accounting {
 
         let mut out = vec![Effect::state("llm_model", model.clone())];
         if let Some(ttft) = self.ttft_ms {
-            out.push(Effect::state("llm_time_to_first_token", ttft.to_string()));
+            out.push(Effect::state("llm_time_to_first_token", num(ttft)));
         }
         out.extend([
-            Effect::state("llm_prompt_tokens", usage.prompt_tokens.to_string()),
-            Effect::state("llm_completion_tokens", usage.completion_tokens.to_string()),
-            Effect::state("llm_total_tokens", usage.total_tokens.to_string()),
+            Effect::state("llm_prompt_tokens", num(usage.prompt_tokens)),
+            Effect::state("llm_completion_tokens", num(usage.completion_tokens)),
+            Effect::state("llm_total_tokens", num(usage.total_tokens)),
         ]);
 
         let instance = metrics::label(&answer.instance);

@@ -11,6 +11,7 @@ use crate::effect::{Effect, Host, Map, Out};
 use crate::error::ProxyError;
 use crate::protocol::api::{self, Route};
 use crate::protocol::{self, Request, Upstream};
+use crate::text::num;
 
 /// Envoy's total timeout for the request; the filter's value replaces any client's.
 const TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
@@ -354,7 +355,7 @@ fn request_edits(config: &Config, up: &Upstream<'_>, body: &[u8], chunked: bool)
     // A client's per-try timeout can only shorten its own request (Envoy caps it at the
     // total, which the filter sets): it is left alone.
     let timeout_ms = if up.stream { 0 } else { config.timeout_ms };
-    out.push(set(TIMEOUT_HEADER, &timeout_ms.to_string()));
+    out.push(set(TIMEOUT_HEADER, &num(timeout_ms)));
     if let Some(patch) = &up.body {
         // Envoy replaces a prefix of the buffered body: only the bytes up to the last change
         // go back, the client's unchanged tail (most of a large body) stays where it is.
@@ -367,7 +368,7 @@ fn request_edits(config: &Config, up: &Upstream<'_>, body: &[u8], chunked: bool)
         // the upstream connection.
         out.push(set(
             "content-length",
-            &patch.new_len(body.len()).to_string(),
+            &num(u64::try_from(patch.new_len(body.len())).unwrap_or(u64::MAX)),
         ));
         if chunked {
             out.push(Effect::RemoveHeader(

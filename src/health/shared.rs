@@ -7,13 +7,14 @@ use crate::config::{Config, Instance};
 use crate::effect::Effect;
 use crate::metrics::{self, name};
 use crate::store::{self, Store};
+use crate::text::join;
 
 /// The shared-data keys of an instance's health: active (written by the prober) and
 /// passive (written by the workers that see its answers).
 pub fn keys(scope: &str, instance: &str) -> (String, String) {
     (
-        format!("aiproxy.hc.{scope}.{instance}.active"),
-        format!("aiproxy.hc.{scope}.{instance}.passive"),
+        join(&["aiproxy.hc.", scope, ".", instance, ".active"]),
+        join(&["aiproxy.hc.", scope, ".", instance, ".passive"]),
     )
 }
 
@@ -51,7 +52,7 @@ pub fn seed(config: &Config, scope: &str, store: &dyn Store) {
 /// per checked instance, and never a stale state. Created at configure time
 /// ([`seed_generation`]); without it every request reads every state.
 pub fn generation_key(scope: &str) -> String {
-    format!("aiproxy.hc.{scope}.generation")
+    join(&["aiproxy.hc.", scope, ".generation"])
 }
 
 pub fn seed_generation(scope: &str, store: &dyn Store) {

@@ -15,7 +15,8 @@ use crate::usage::Usage;
 /// The shared-data key of a token counter: per filter configuration (`scope`), instance
 /// and consumer (`*`: the route's limit).
 pub fn counter_key(scope: &str, instance: &str, consumer: Option<&str>) -> String {
-    format!("aiproxy.rl.{scope}.{instance}.{}", consumer.unwrap_or("*"))
+    let consumer = consumer.unwrap_or("*");
+    crate::text::join(&["aiproxy.rl.", scope, ".", instance, ".", consumer])
 }
 
 /// One counter of a configuration.

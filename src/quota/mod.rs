@@ -249,18 +249,16 @@ pub fn applicable_sets<'c, 'a>(
 
 /// `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`.
 pub fn quota_headers(instance: &str, q: &Quota) -> [(String, String); 3] {
+    use crate::text::{join, num};
     [
+        (join(&["x-ai-ratelimit-limit-", instance]), num(q.limit)),
         (
-            format!("x-ai-ratelimit-limit-{instance}"),
-            q.limit.to_string(),
+            join(&["x-ai-ratelimit-remaining-", instance]),
+            num(q.remaining),
         ),
         (
-            format!("x-ai-ratelimit-remaining-{instance}"),
-            q.remaining.to_string(),
-        ),
-        (
-            format!("x-ai-ratelimit-reset-{instance}"),
-            q.reset_secs.to_string(),
+            join(&["x-ai-ratelimit-reset-", instance]),
+            num(q.reset_secs),
         ),
     ]
 }

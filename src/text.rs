@@ -1,0 +1,63 @@
+//! Short strings built without `core::fmt`: the keys, stat names, header names and numbers
+//! that every request spells. In the wasm build, `format!` goes through the formatter's
+//! dynamic calls and padding for each piece; joining the pieces is a copy.
+
+/// The pieces, one after the other, in a string of exactly their length.
+pub fn join(parts: &[&str]) -> String {
+    let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+    let mut s = String::with_capacity(len);
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
+/// A number in decimal, as `n.to_string()` spells it.
+pub fn num(n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at = at.saturating_sub(1);
+        if let Some(d) = digits.get_mut(at) {
+            // `n % 10` is below ten: the cast keeps it whole.
+            *d = b'0'.saturating_add((n % 10) as u8);
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits
+        .get(at..)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .unwrap_or("0")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_as_to_string_spells_them() {
+        let mut cases = vec![0, 1, 9, 10, 11, 99, 100, 12_345, u64::MAX, u64::MAX - 1];
+        cases.extend((0..64).map(|b| 1u64 << b));
+        cases.extend((0..20).map(|e| 10u64.pow(e)));
+        cases.extend((1..20).map(|e| 10u64.pow(e) - 1));
+        for n in cases {
+            assert_eq!(num(n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn pieces_are_joined_in_order() {
+        assert_eq!(join(&[]), "");
+        assert_eq!(join(&["a", "", "bc", "é"]), "abcé");
+        let s = join(&["aiproxy.instance.", "x", ".healthy"]);
+        assert_eq!(
+            (s.as_str(), s.capacity()),
+            ("aiproxy.instance.x.healthy", 26)
+        );
+    }
+}
