@@ -30,7 +30,7 @@ wasm_unit_tests() {
         --no-run --message-format=json-render-diagnostics |
         sed -n 's/.*"executable":"\([^"]*\.wasm\)".*/\1/p' | tail -1)"
     [ -n "$exe" ] || { echo "no wasm test program was built" >&2; return 1; }
-    node --no-warnings scripts/wasi-run.mjs "$exe" 2>&1 | grep -v ' \.\.\. ok$'
+    node --no-warnings scripts/wasi-run.mjs "$exe" --nocapture 2>&1 | grep -v ' \.\.\. ok$'
 }
 step() {
     local name="$1"; shift
