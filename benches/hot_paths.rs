@@ -3,7 +3,10 @@
 //! filter's own code per request, with a host that answers at no cost), SSE framing and
 //! usage per event, picking. Each line also gives the heap allocations per call (counted by
 //! this benchmark's allocator): in the wasm build every one is a call into dlmalloc.
-//! `cargo bench -p envoy-ai-proxy --bench hot_paths`.
+//! `cargo bench -p envoy-ai-proxy --bench hot_paths`. The same benchmark runs as wasm under
+//! Node's V8 (the engine Envoy embeds), where `node --cpu-prof` profiles the filter's code
+//! by function: `cargo bench --target wasm32-wasip1 --bench hot_paths --no-run`, then
+//! `node scripts/wasi-run.mjs target/wasm32-wasip1/release/deps/hot_paths-*.wasm`.
 #![allow(
     clippy::unwrap_used,
     clippy::arithmetic_side_effects,
