@@ -173,7 +173,8 @@ fn usage_only(data: &[u8]) -> bool {
 
 /// Usage-only beyond doubt: compact JSON as serde_json writes it (so no repeated keys, no
 /// escapes), starting with `{`, `choices: []`, `model` a string or null, and `usage` with
-/// only unsigned integers (or null) where the filter reads token counts.
+/// only unsigned integers (or null) where the filter reads token counts, each count under
+/// one of its two names.
 fn plainly_usage_only(data: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return false;
@@ -191,18 +192,34 @@ fn plainly_usage_only(data: &[u8]) -> bool {
     let Some(Value::Object(usage)) = o.get("usage") else {
         return false;
     };
+    // The meter reads the Responses API's names as aliases of the chat ones: a usage with
+    // both spellings of one count has a duplicate field to it, an event it cannot read and
+    // keeps (nothing is lost), so that is not plainly usage-only.
+    let spellings = [
+        ("prompt_tokens", "input_tokens"),
+        ("completion_tokens", "output_tokens"),
+        ("prompt_tokens_details", "input_tokens_details"),
+        ("completion_tokens_details", "output_tokens_details"),
+    ];
+    let one = |(chat, responses): (&str, &str)| usage.get(chat).or(usage.get(responses));
     serde_json::to_vec(&v).is_ok_and(|c| c == data)
+        && !spellings
+            .iter()
+            .any(|(a, b)| usage.contains_key(*a) && usage.contains_key(*b))
         && o.get("choices") == Some(&Value::Array(Vec::new()))
         && o.get("model").is_none_or(|m| m.is_string() || m.is_null())
         && counts(
             o.get("usage"),
-            &["prompt_tokens", "completion_tokens", "total_tokens"],
+            &[
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "input_tokens",
+                "output_tokens",
+            ],
         )
-        && counts(usage.get("prompt_tokens_details"), &["cached_tokens"])
-        && counts(
-            usage.get("completion_tokens_details"),
-            &["reasoning_tokens"],
-        )
+        && counts(one(spellings[2]), &["cached_tokens"])
+        && counts(one(spellings[3]), &["reasoning_tokens"])
 }
 
 /// The oracles themselves can fail: each is shown a wrong output.
