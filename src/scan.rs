@@ -44,7 +44,7 @@ mod lanes {
     use super::{Run, BLOCK, WIDE};
     use core::arch::wasm32::{
         i8x16_eq, i8x16_lt, i8x16_splat, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load,
-        v128_or,
+        v128_or, v128_xor,
     };
 
     fn load(block: &[u8; BLOCK]) -> v128 {
@@ -52,21 +52,25 @@ mod lanes {
         unsafe { v128_load(block.as_ptr().cast::<v128>()) }
     }
 
-    fn quote_or_backslash(v: v128) -> v128 {
-        v128_or(
-            i8x16_eq(v, i8x16_splat(b'"' as i8)),
-            i8x16_eq(v, i8x16_splat(b'\\' as i8)),
-        )
+    /// The bytes with bit 1 flipped: a quote (0x22) becomes 0x20 and every byte below 0x20
+    /// stays below it, while no other byte lands below 0x21. One compare below 0x21 then
+    /// takes control characters and quotes at once.
+    fn flip(v: v128) -> v128 {
+        v128_xor(v, i8x16_splat(0x02))
     }
 
-    /// Bytes below 0x20 or at or above 0x80: one signed compare takes both.
-    fn low_or_high(v: v128) -> v128 {
-        i8x16_lt(v, i8x16_splat(0x20))
+    fn backslash(v: v128) -> v128 {
+        i8x16_eq(v, i8x16_splat(b'\\' as i8))
     }
 
-    /// Bytes below 0x20 alone.
-    fn low(v: v128) -> v128 {
-        u8x16_lt(v, u8x16_splat(0x20))
+    /// Control characters, quotes, and (signed) bytes at or above 0x80.
+    fn low_quote_or_high(v: v128) -> v128 {
+        i8x16_lt(flip(v), i8x16_splat(0x21))
+    }
+
+    /// Control characters and quotes alone.
+    fn low_or_quote(v: v128) -> v128 {
+        u8x16_lt(flip(v), u8x16_splat(0x21))
     }
 
     /// Four vectors OR-ed.
@@ -76,10 +80,10 @@ mod lanes {
 
     /// One test while the bytes are plain ASCII (the usual case), the exact one only when
     /// that test finds something.
-    fn classify(qb: v128, low_or_high: v128, low: impl FnOnce() -> v128) -> Run {
-        if !v128_any_true(v128_or(qb, low_or_high)) {
+    fn classify(backslash: v128, coarse: v128, exact: impl FnOnce() -> v128) -> Run {
+        if !v128_any_true(v128_or(backslash, coarse)) {
             Run::Plain
-        } else if v128_any_true(v128_or(qb, low())) {
+        } else if v128_any_true(v128_or(backslash, exact())) {
             Run::Special
         } else {
             Run::NonAscii
@@ -88,7 +92,7 @@ mod lanes {
 
     pub(super) fn block(block: &[u8; BLOCK]) -> Run {
         let v = load(block);
-        classify(quote_or_backslash(v), low_or_high(v), || low(v))
+        classify(backslash(v), low_quote_or_high(v), || low_or_quote(v))
     }
 
     pub(super) fn wide(wide: &[u8; WIDE]) -> Run {
@@ -99,8 +103,8 @@ mod lanes {
             return Run::Special;
         };
         let v = [a, b, c, d].map(load);
-        classify(any4(quote_or_backslash, v), any4(low_or_high, v), || {
-            any4(low, v)
+        classify(any4(backslash, v), any4(low_quote_or_high, v), || {
+            any4(low_or_quote, v)
         })
     }
 }

@@ -201,3 +201,31 @@ fn an_ascii_body_is_known_to_be_ascii_without_a_second_pass() {
         assert!(!c.ascii, "{n}");
     }
 }
+
+#[test]
+fn every_byte_at_every_lane_is_classified_exactly() {
+    // The same for the wasm build's simd128 lanes (the unit tests also run there, under
+    // Node's V8) and the native words.
+    for b in 0..=255u8 {
+        let want = if special(b) {
+            Run::Special
+        } else if b >= 0x80 {
+            Run::NonAscii
+        } else {
+            Run::Plain
+        };
+        for at in 0..WIDE {
+            let mut wide = [b'x'; WIDE];
+            wide[at] = b;
+            assert_eq!(lanes::wide(&wide), want, "byte {b:#04x} at {at}");
+            if at < BLOCK {
+                let block: [u8; BLOCK] = wide[..BLOCK].try_into().unwrap();
+                assert_eq!(lanes::block(&block), want, "byte {b:#04x} at {at}");
+            }
+        }
+    }
+    // A special byte wins over a non-ASCII one anywhere in the run.
+    let mut wide = [0xC3; WIDE];
+    wide[63] = b'"';
+    assert_eq!(lanes::wide(&wide), Run::Special);
+}
