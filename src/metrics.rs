@@ -92,9 +92,15 @@ pub mod name {
     }
     /// Tokens by the consumer an authenticating filter named (`other` past the cap).
     pub fn consumer_tokens(instance: &str, consumer: &str, token_type: &str) -> String {
-        format!(
-            "aiproxy.instance.{instance}.consumer.{consumer}.token_type.{token_type}.consumer_tokens_total"
-        )
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".consumer.",
+            consumer,
+            ".token_type.",
+            token_type,
+            ".consumer_tokens_total",
+        ])
     }
     pub fn time_to_first_token(instance: &str, model: &str) -> String {
         join(&[
@@ -115,14 +121,20 @@ pub mod name {
         ])
     }
     pub fn fallbacks(instance: &str, reason: &str) -> String {
-        format!("aiproxy.instance.{instance}.reason.{reason}.fallbacks_total")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".reason.",
+            reason,
+            ".fallbacks_total",
+        ])
     }
     /// 1 while the health checks keep the instance in, 0 while they keep it out.
     pub fn healthy(instance: &str) -> String {
-        format!("aiproxy.instance.{instance}.healthy")
+        join(&["aiproxy.instance.", instance, ".healthy"])
     }
     pub fn ratelimit_rejections(instance: &str) -> String {
-        format!("aiproxy.instance.{instance}.ratelimit_rejections_total")
+        join(&["aiproxy.instance.", instance, ".ratelimit_rejections_total"])
     }
     /// Checks and settlements the rate limit service did not take (refused, timed out,
     /// failed, or not dispatched).
@@ -131,7 +143,13 @@ pub mod name {
     }
     /// Tokens used in the current window; consumer `all` for the route's own limit.
     pub fn ratelimit_used(instance: &str, consumer: &str) -> String {
-        format!("aiproxy.instance.{instance}.consumer.{consumer}.ratelimit_used_tokens")
+        join(&[
+            "aiproxy.instance.",
+            instance,
+            ".consumer.",
+            consumer,
+            ".ratelimit_used_tokens",
+        ])
     }
 }
 
