@@ -1,5 +1,6 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
-//! request shaping (1 KB and 100 KB bodies), one whole request through the exchange (the
+//! reading the body (the scan, 1 KB and 100 KB, of prose and of code), request shaping, one
+//! whole request through the exchange (the
 //! filter's own code per request, with a host that answers at no cost), SSE framing and
 //! usage per event, picking. Each line also gives the heap allocations per call (counted by
 //! this benchmark's allocator): in the wasm build every one is a call into dlmalloc.
@@ -7,6 +8,9 @@
 //! Node's V8 (the engine Envoy embeds), where `node --cpu-prof` profiles the filter's code
 //! by function: `cargo bench --target wasm32-wasip1 --bench hot_paths --no-run`, then
 //! `node scripts/wasi-run.mjs target/wasm32-wasip1/release/deps/hot_paths-*.wasm`.
+//! `HOT_PATHS=<substring>` runs only the matching lines, `HOT_PATHS_MS` sets each line's
+//! time, `HOT_PATHS_CALLS=<n>` makes exactly n calls instead: under valgrind's callgrind, two
+//! runs with different n give the instructions per call (the V8-compiled code included).
 #![allow(
     clippy::unwrap_used,
     clippy::arithmetic_side_effects,
@@ -22,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use envoy_ai_proxy::balancer::RoundRobin;
+use envoy_ai_proxy::body::JsonBody;
 use envoy_ai_proxy::config;
 use envoy_ai_proxy::effect::{Host, Input, Map};
 use envoy_ai_proxy::exchange::pick::{pick, Availability};
@@ -77,7 +82,18 @@ fn bench_per(name: &str, units: u64, mut f: impl FnMut()) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
-    while start.elapsed().as_millis() < ms {
+    // HOT_PATHS_CALLS=<n>: exactly n calls instead (for an instruction counter: two runs
+    // with different n give the instructions per call by difference).
+    let calls = std::env::var("HOT_PATHS_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(calls) = calls {
+        for _ in 0..calls {
+            f();
+        }
+        n = calls;
+    }
+    while calls.is_none() && start.elapsed().as_millis() < ms {
         for _ in 0..100 {
             f();
         }
@@ -98,6 +114,17 @@ fn body(size: usize) -> String {
     .to_string()
 }
 
+/// A chat body of about `size` bytes whose message is source code (JSON-escaped: `\n`,
+/// `\"`, indentation), as agents send.
+fn code_body(size: usize) -> String {
+    let line = "    let name = format!(\"{}-{}\", key, value);\n";
+    let code = line.repeat(size.saturating_sub(120) / line.len() + 1);
+    serde_json::json!({"model": "client-model", "messages": [
+        {"role": "system", "content": "You are a benchmark."},
+        {"role": "user", "content": code}]})
+    .to_string()
+}
+
 fn main() {
     let cfg = config::parse(
         br#"{"provider":"openai","auth":{"header":{"Authorization":"Bearer k"}},
@@ -106,6 +133,14 @@ fn main() {
     .unwrap();
     for (label, size) in [("1 KB", 1024), ("100 KB", 100 * 1024)] {
         let b = body(size);
+        bench(&format!("scan (JSON body read), {label} body"), || {
+            black_box(JsonBody::parse(black_box(b.as_bytes())).unwrap());
+        });
+        // Code in a message: an escaped line break every 40 bytes or so, and quotes.
+        let code = code_body(size);
+        bench(&format!("scan (JSON body read), {label} of code"), || {
+            black_box(JsonBody::parse(black_box(code.as_bytes())).unwrap());
+        });
         bench(&format!("read + pick + shape, {label} body"), || {
             let req = protocol::read_request(black_box(b.as_bytes()), &cfg, None).unwrap();
             let i = pick(
