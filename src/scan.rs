@@ -1,10 +1,12 @@
 //! The fast path of reading the client's body: a structural scan that validates a JSON
 //! object exactly as serde_json does and locates its top-level members, skipping the
-//! contents of strings sixty-four bytes at a time, then sixteen (`simd128` compares in the
-//! wasm build, words of eight bytes elsewhere). The same pass notes whether the body is all
+//! contents of strings many bytes at a time (`scan/simd.rs` in the wasm build: sixteen bytes
+//! a test, the first that ends the run found from the test's bit mask, long ASCII runs 256
+//! bytes a test; `scan/words.rs` elsewhere). The same pass notes whether the body is all
 //! ASCII, so only a body that is not is checked for UTF-8 afterwards. Bodies are mostly long
-//! strings (messages), so this is where a large body's time goes. The wasm path is tested
-//! through Envoy (`a_special_byte_anywhere_in_a_long_string_is_read_exactly`).
+//! strings (messages), so this is where a large body's time goes. The unit tests run in the
+//! wasm build too, and the wasm path is tested through Envoy
+//! (`a_special_byte_anywhere_in_a_long_string_is_read_exactly`).
 //!
 //! It only answers when it is sure: a body it does not accept (invalid, not UTF-8, or a key
 //! with an escape it would have to decode) goes to serde_json (`body::JsonBody::parse`),
@@ -18,138 +20,27 @@ pub struct Member<'a> {
     pub end: usize,
 }
 
+/// Sixteen bytes: one `simd128` vector, two words.
 const BLOCK: usize = 16;
-/// Four blocks: long runs of plain string content are skipped this many bytes at a time.
-const WIDE: usize = 64;
-
-/// What a run of string content holds, from the least to the most that stops the skip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Run {
-    /// ASCII, none of the bytes below.
-    Plain,
-    /// A byte of a multi-byte character (at or above 0x80), and none of the bytes below.
-    NonAscii,
-    /// A byte that ends plain string content: a quote, a backslash, a control character.
-    Special,
-}
 
 /// Whether a byte ends plain string content.
 fn special(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
+/// The `&[u8; N]` at `i` in `b`, when `b` holds one there.
+fn array<const N: usize>(b: &[u8], i: usize) -> Option<&[u8; N]> {
+    b.get(i..i.checked_add(N)?)?.try_into().ok()
+}
+
+// `lanes::skip(b, i)`: from `i`, the index of the first byte that ends plain string content
+// (or `b.len()`), and whether the bytes before it are ASCII.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod lanes {
-    //! `simd128`: a block is one vector.
-    use super::{Run, BLOCK, WIDE};
-    use core::arch::wasm32::{
-        i8x16_eq, i8x16_lt, i8x16_splat, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load,
-        v128_or, v128_xor,
-    };
-
-    fn load(block: &[u8; BLOCK]) -> v128 {
-        // SAFETY: `block` is sixteen readable bytes, and wasm loads need no alignment.
-        unsafe { v128_load(block.as_ptr().cast::<v128>()) }
-    }
-
-    /// The bytes with bit 1 flipped: a quote (0x22) becomes 0x20 and every byte below 0x20
-    /// stays below it, while no other byte lands below 0x21. One compare below 0x21 then
-    /// takes control characters and quotes at once.
-    fn flip(v: v128) -> v128 {
-        v128_xor(v, i8x16_splat(0x02))
-    }
-
-    fn backslash(v: v128) -> v128 {
-        i8x16_eq(v, i8x16_splat(b'\\' as i8))
-    }
-
-    /// Control characters, quotes, and (signed) bytes at or above 0x80.
-    fn low_quote_or_high(v: v128) -> v128 {
-        i8x16_lt(flip(v), i8x16_splat(0x21))
-    }
-
-    /// Control characters and quotes alone.
-    fn low_or_quote(v: v128) -> v128 {
-        u8x16_lt(flip(v), u8x16_splat(0x21))
-    }
-
-    /// Four vectors OR-ed.
-    fn any4(f: fn(v128) -> v128, [a, b, c, d]: [v128; 4]) -> v128 {
-        v128_or(v128_or(f(a), f(b)), v128_or(f(c), f(d)))
-    }
-
-    /// One test while the bytes are plain ASCII (the usual case), the exact one only when
-    /// that test finds something.
-    fn classify(backslash: v128, coarse: v128, exact: impl FnOnce() -> v128) -> Run {
-        if !v128_any_true(v128_or(backslash, coarse)) {
-            Run::Plain
-        } else if v128_any_true(v128_or(backslash, exact())) {
-            Run::Special
-        } else {
-            Run::NonAscii
-        }
-    }
-
-    pub(super) fn block(block: &[u8; BLOCK]) -> Run {
-        let v = load(block);
-        classify(backslash(v), low_quote_or_high(v), || low_or_quote(v))
-    }
-
-    pub(super) fn wide(wide: &[u8; WIDE]) -> Run {
-        let (a, rest) = wide.split_at(BLOCK);
-        let (b, rest) = rest.split_at(BLOCK);
-        let (c, d) = rest.split_at(BLOCK);
-        let [Ok(a), Ok(b), Ok(c), Ok(d)] = [a, b, c, d].map(<&[u8; BLOCK]>::try_from) else {
-            return Run::Special;
-        };
-        let v = [a, b, c, d].map(load);
-        classify(any4(backslash, v), any4(low_quote_or_high, v), || {
-            any4(low_or_quote, v)
-        })
-    }
-}
-
+#[path = "scan/simd.rs"]
+mod lanes;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-mod lanes {
-    //! Elsewhere: words of eight bytes (serde_json's own test, on 64 bits).
-    use super::{Run, BLOCK, WIDE};
-
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-
-    pub(super) fn block(block: &[u8; BLOCK]) -> Run {
-        let mut run = Run::Plain;
-        for word in block.chunks_exact(8) {
-            let Ok(word) = <[u8; 8]>::try_from(word) else {
-                return Run::Special;
-            };
-            let x = u64::from_le_bytes(word);
-            let control = x.wrapping_sub(ONES.wrapping_mul(0x20)) & !x;
-            let q = x ^ ONES.wrapping_mul(u64::from(b'"'));
-            let quote = q.wrapping_sub(ONES) & !q;
-            let b = x ^ ONES.wrapping_mul(u64::from(b'\\'));
-            let backslash = b.wrapping_sub(ONES) & !b;
-            if (control | quote | backslash) & HIGH != 0 {
-                return Run::Special;
-            }
-            if x & HIGH != 0 {
-                run = Run::NonAscii;
-            }
-        }
-        run
-    }
-
-    pub(super) fn wide(wide: &[u8; WIDE]) -> Run {
-        let mut run = Run::Plain;
-        for b in wide.chunks_exact(BLOCK) {
-            run = run.max(<&[u8; BLOCK]>::try_from(b).map_or(Run::Special, block));
-            if run == Run::Special {
-                break;
-            }
-        }
-        run
-    }
-}
+#[path = "scan/words.rs"]
+mod lanes;
 
 /// A cursor over the body's bytes.
 struct Cursor<'a> {
@@ -186,45 +77,12 @@ impl Cursor<'_> {
         }
     }
 
-    /// Moves to the next byte that ends plain string content (or to the end): four blocks
-    /// at a time while none holds one, then a block at a time, then byte by byte.
+    /// Moves to the next byte that ends plain string content (or to the end), noting
+    /// whether the bytes it passes are ASCII.
     fn skip_plain(&mut self) {
-        let rest = self.b.get(self.i..).unwrap_or(&[]);
-        let mut run = Run::Plain;
-        let plain = rest
-            .chunks_exact(WIDE)
-            .map(|w| <&[u8; WIDE]>::try_from(w).map_or(Run::Special, lanes::wide))
-            .take_while(|&r| {
-                if r == Run::Special {
-                    return false;
-                }
-                run = run.max(r);
-                true
-            })
-            .count();
-        self.i = self.i.saturating_add(plain.saturating_mul(WIDE));
-        while let Some(block) = self
-            .i
-            .checked_add(BLOCK)
-            .and_then(|end| self.b.get(self.i..end))
-            .and_then(|s| <&[u8; BLOCK]>::try_from(s).ok())
-        {
-            let r = lanes::block(block);
-            if r == Run::Special {
-                break;
-            }
-            run = run.max(r);
-            self.i = self.i.saturating_add(BLOCK);
-        }
-        while let Some(c) = self.peek().filter(|&c| !special(c)) {
-            if !c.is_ascii() {
-                run = Run::NonAscii;
-            }
-            self.bump();
-        }
-        if run != Run::Plain {
-            self.ascii = false;
-        }
+        let (i, ascii) = lanes::skip(self.b, self.i);
+        self.i = i;
+        self.ascii &= ascii;
     }
 
     /// A string, from its opening quote; returns whether it had an escape.

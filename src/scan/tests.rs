@@ -203,29 +203,62 @@ fn an_ascii_body_is_known_to_be_ascii_without_a_second_pass() {
 }
 
 #[test]
-fn every_byte_at_every_lane_is_classified_exactly() {
-    // The same for the wasm build's simd128 lanes (the unit tests also run there, under
-    // Node's V8) and the native words.
-    for b in 0..=255u8 {
-        let want = if special(b) {
-            Run::Special
-        } else if b >= 0x80 {
-            Run::NonAscii
-        } else {
-            Run::Plain
-        };
-        for at in 0..WIDE {
-            let mut wide = [b'x'; WIDE];
-            wide[at] = b;
-            assert_eq!(lanes::wide(&wide), want, "byte {b:#04x} at {at}");
-            if at < BLOCK {
-                let block: [u8; BLOCK] = wide[..BLOCK].try_into().unwrap();
-                assert_eq!(lanes::block(&block), want, "byte {b:#04x} at {at}");
+fn every_byte_at_every_lane_ends_the_skip_exactly() {
+    // The same for the wasm build's simd128 blocks and long skips (the unit tests also run
+    // there, under Node's V8) and the native words: each byte value at every offset of a
+    // run longer than the long skip, after plain ASCII and after non-ASCII, from every
+    // starting alignment of a block.
+    // Every byte value at the offsets of a block and around the long skip's edges, and the
+    // bytes next to each class's edges at every offset.
+    let edges = [63, 64, 65, 100, 319, 320, 321, 575, 576, 599];
+    let mut cases: Vec<(u8, usize)> = (0..=255u8)
+        .flat_map(|b| (0..16).chain(edges).map(move |at| (b, at)))
+        .collect();
+    let near = [
+        0x00, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xff,
+    ];
+    cases.extend(near.iter().flat_map(|&b| (0..600).map(move |at| (b, at))));
+    for lead in [b'x', 0xC3] {
+        for &(b, at) in &cases {
+            let mut run = vec![lead; 700];
+            run[at] = b;
+            for from in [0, 1, 7, 15] {
+                if from > at {
+                    continue;
+                }
+                let (end, ascii) = lanes::skip(&run, from);
+                let plain_lead = lead.is_ascii();
+                if special(b) {
+                    assert_eq!(end, at, "byte {b:#04x} at {at} from {from}");
+                    let before = at > from;
+                    assert_eq!(ascii, plain_lead || !before, "byte {b:#04x} at {at}");
+                } else {
+                    assert_eq!(end, run.len(), "byte {b:#04x} at {at} from {from}");
+                    assert_eq!(ascii, plain_lead && b.is_ascii(), "byte {b:#04x} at {at}");
+                }
             }
         }
     }
-    // A special byte wins over a non-ASCII one anywhere in the run.
-    let mut wide = [0xC3; WIDE];
-    wide[63] = b'"';
-    assert_eq!(lanes::wide(&wide), Run::Special);
+    // A byte at or above 0x80 after the one that ends the run is not the run's.
+    let mut run = vec![b'x'; 700];
+    for at in [0, 5, 15, 16, 300, 400] {
+        run[at] = b'"';
+        run[at + 1] = 0xC3;
+        assert_eq!(lanes::skip(&run, 0), (at, true), "{at}");
+        run[at] = b'x';
+        run[at + 1] = b'x';
+    }
+}
+
+#[test]
+fn code_takes_the_fast_path_with_the_same_members() {
+    // An escaped line break every line and escaped quotes: the long skip never applies.
+    let line = "    let name = format!(\"{}-{}\", key, value);\n\tdone();\r\n";
+    for n in [1, 3, 100, 3000] {
+        let code = line.repeat(n);
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": code}]})
+                .to_string();
+        assert!(same(body.as_bytes()), "{n} lines");
+    }
 }
