@@ -33,7 +33,7 @@ fn backslash(v: v128) -> v128 {
 }
 
 /// Bit k set where byte k ends plain string content, and where it is at or above 0x80.
-pub(super) fn masks(block: &[u8; BLOCK]) -> (u32, u32) {
+fn masks(block: &[u8; BLOCK]) -> (u32, u32) {
     let v = load(block);
     let high = u32::from(i8x16_bitmask(v));
     let coarse = i8x16_bitmask(v128_or(i8x16_lt(flip(v), i8x16_splat(0x21)), backslash(v)));
@@ -43,7 +43,7 @@ pub(super) fn masks(block: &[u8; BLOCK]) -> (u32, u32) {
 /// Whether all 256 bytes are plain ASCII. Two running minimums, of the flipped bytes
 /// (signed: one below 0x21 is a control character, a quote or a byte at or above 0x80) and
 /// of the bytes XOR a backslash (unsigned: zero where one was), and one test at the end.
-pub(super) fn clean(bytes: &[u8; CLEAN]) -> bool {
+fn clean(bytes: &[u8; CLEAN]) -> bool {
     let (mut low, mut slash) = (i8x16_splat(0x7f), u8x16_splat(0xff));
     for block in bytes.chunks_exact(BLOCK) {
         let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
