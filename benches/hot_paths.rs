@@ -1,8 +1,7 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
 //! reading the body (the scan, 1 KB and 100 KB, of prose and of code), request shaping, one
-//! whole request through the exchange (the
-//! filter's own code per request, with a host that answers at no cost), SSE framing and
-//! usage per event, picking. Each line also gives the heap allocations per call (counted by
+//! whole request through the exchange (the filter's own code per request, with a host that
+//! answers at no cost), SSE framing and usage per event, picking. Each line also gives the heap allocations per call (counted by
 //! this benchmark's allocator): in the wasm build every one is a call into dlmalloc.
 //! `cargo bench -p envoy-ai-proxy --bench hot_paths`. The same benchmark runs as wasm under
 //! Node's V8 (the engine Envoy embeds), where `node --cpu-prof` profiles the filter's code

@@ -205,11 +205,10 @@ fn an_ascii_body_is_known_to_be_ascii_without_a_second_pass() {
 #[test]
 fn every_byte_at_every_lane_ends_the_skip_exactly() {
     // The same for the wasm build's simd128 blocks and long skips (the unit tests also run
-    // there, under Node's V8) and the native words: each byte value at every offset of a
-    // run longer than the long skip, after plain ASCII and after non-ASCII, from every
-    // starting alignment of a block.
-    // Every byte value at the offsets of a block and around the long skip's edges, and the
-    // bytes next to each class's edges at every offset.
+    // there, under Node's V8) and the native words, in a run longer than two long skips,
+    // after plain ASCII and after non-ASCII, from four alignments of a block: every byte
+    // value at each offset of a block and around the long skips' edges, and the bytes at
+    // the edges of each class (controls, quote, backslash, ASCII, high) at every offset.
     let edges = [63, 64, 65, 100, 319, 320, 321, 575, 576, 599];
     let mut cases: Vec<(u8, usize)> = (0..=255u8)
         .flat_map(|b| (0..16).chain(edges).map(move |at| (b, at)))
