@@ -225,6 +225,7 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
     compile(raw)
 }
 
+#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
 fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     for (field, present, envoy) in [
         (

@@ -1,6 +1,6 @@
 //! The plugin configuration as users write it (serde types, APISIX field names), before validation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// Top level of the plugin configuration. Unknown fields are refused so that a typo never
@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub provider: Option<String>,
+    #[serde(default, deserialize_with = "apart")]
     pub auth: Option<RawAuth>,
+    #[serde(default, deserialize_with = "apart")]
     pub options: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "apart")]
     #[serde(rename = "override")]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
@@ -19,16 +22,22 @@ pub struct RawConfig {
     pub cluster_header: Option<String>,
 
     // Many-instance mode (APISIX `ai-proxy-multi`).
+    #[serde(default, deserialize_with = "apart")]
     pub instances: Option<Vec<RawInstance>>,
+    #[serde(default, deserialize_with = "apart")]
     pub balancer: Option<RawBalancer>,
+    #[serde(default, deserialize_with = "apart")]
     pub fallback_strategy: Option<RawFallbackStrategy>,
     pub fallback_http_statuses: Option<Vec<u16>>,
     pub max_retries: Option<u32>,
     pub retry_on_failure_within_ms: Option<u64>,
     pub consumer_header: Option<String>,
     pub require_consumer: Option<bool>,
+    #[serde(default, deserialize_with = "apart")]
     pub logging: Option<RawLogging>,
+    #[serde(default, deserialize_with = "apart")]
     pub rate_limiting: Option<RawRateLimiting>,
+    #[serde(default, deserialize_with = "apart")]
     pub consumers: Option<Vec<RawConsumer>>,
 
     // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
@@ -62,11 +71,15 @@ pub struct RawInstance {
     pub provider: String,
     pub priority: Option<i64>,
     pub weight: Option<u32>,
+    #[serde(default, deserialize_with = "apart")]
     pub auth: Option<RawAuth>,
+    #[serde(default, deserialize_with = "apart")]
     pub options: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "apart")]
     #[serde(rename = "override")]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
+    #[serde(default, deserialize_with = "apart")]
     pub checks: Option<RawChecks>,
 }
 
@@ -74,7 +87,9 @@ pub struct RawInstance {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChecks {
+    #[serde(default, deserialize_with = "apart")]
     pub active: Option<RawActive>,
+    #[serde(default, deserialize_with = "apart")]
     pub passive: Option<RawPassive>,
 }
 
@@ -91,7 +106,9 @@ pub struct RawActive {
     /// is often a tiny chat request.
     pub http_method: Option<String>,
     pub http_req_body: Option<Value>,
+    #[serde(default, deserialize_with = "apart")]
     pub healthy: Option<RawHealthy>,
+    #[serde(default, deserialize_with = "apart")]
     pub unhealthy: Option<RawUnhealthy>,
     // APISIX fields that Envoy's cluster decides: refused with a pointer.
     pub port: Option<Value>,
@@ -154,12 +171,14 @@ pub struct RawLogging {
 pub struct RawRateLimiting {
     pub limit: Option<u64>,
     pub time_window: Option<u64>,
+    #[serde(default, deserialize_with = "apart")]
     pub instances: Option<Vec<RawInstanceLimit>>,
     pub limit_strategy: Option<String>,
     pub rejected_code: Option<u16>,
     pub rejected_msg: Option<String>,
     pub show_limit_quota_header: Option<bool>,
     /// Route level only: the shared rate limit service, and reservations.
+    #[serde(default, deserialize_with = "apart")]
     pub service: Option<RawService>,
     pub reserve: Option<String>,
     pub default_reserve: Option<u64>,
@@ -188,5 +207,15 @@ pub struct RawInstanceLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
     pub name: String,
+    #[serde(deserialize_with = "apart")]
     pub rate_limiting: RawRateLimiting,
+}
+
+/// A field's value, deserialized in a function of its own (`deserialize_with`). Without it
+/// the derive code of a struct is one function holding every field's code, and the memory
+/// V8 needs to compile the module follows its largest functions ("Memory" in
+/// docs/performance.md). Errors and their paths are the same.
+#[inline(never)]
+fn apart<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    T::deserialize(d)
 }
