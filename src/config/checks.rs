@@ -178,7 +178,7 @@ pub(super) fn compile_active(
     })
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 pub(super) fn compile_passive(at: &str, raw: raw::RawPassive) -> Result<Passive, ConfigError> {
     let f = |x: &str| format!("{at}.{x}");
     let u = raw.unhealthy.unwrap_or_default();

@@ -206,6 +206,13 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
             "the configuration is empty: at least `provider` is required",
         ));
     }
+    // Only an object: serde would read an array as the fields in order (`RawConfig`).
+    if text.trim_start().starts_with('[') {
+        return Err(ConfigError::new(
+            "",
+            "the configuration must be a JSON object (the fields by name), not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let mut raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -225,7 +232,7 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
     compile(raw)
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     for (field, present, envoy) in [
         (

@@ -4,10 +4,14 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// Top level of the plugin configuration. Unknown fields are refused so that a typo never
-/// silently turns a feature off.
+/// silently turns a feature off. Every field is read `apart` (below); `default` keeps an
+/// absent field `None`, as it is without `deserialize_with`. (With a default for every
+/// field serde would also read a JSON array as the fields in order: `parse_with` refuses
+/// anything but an object first.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    #[serde(default, deserialize_with = "apart")]
     pub provider: Option<String>,
     #[serde(default, deserialize_with = "apart")]
     pub auth: Option<RawAuth>,
@@ -16,9 +20,13 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "apart")]
     #[serde(rename = "override")]
     pub override_: Option<RawOverride>,
+    #[serde(default, deserialize_with = "apart")]
     pub cluster: Option<String>,
+    #[serde(default, deserialize_with = "apart")]
     pub timeout: Option<u64>,
+    #[serde(default, deserialize_with = "apart")]
     pub max_req_body_size: Option<u64>,
+    #[serde(default, deserialize_with = "apart")]
     pub cluster_header: Option<String>,
 
     // Many-instance mode (APISIX `ai-proxy-multi`).
@@ -28,10 +36,15 @@ pub struct RawConfig {
     pub balancer: Option<RawBalancer>,
     #[serde(default, deserialize_with = "apart")]
     pub fallback_strategy: Option<RawFallbackStrategy>,
+    #[serde(default, deserialize_with = "apart")]
     pub fallback_http_statuses: Option<Vec<u16>>,
+    #[serde(default, deserialize_with = "apart")]
     pub max_retries: Option<u32>,
+    #[serde(default, deserialize_with = "apart")]
     pub retry_on_failure_within_ms: Option<u64>,
+    #[serde(default, deserialize_with = "apart")]
     pub consumer_header: Option<String>,
+    #[serde(default, deserialize_with = "apart")]
     pub require_consumer: Option<bool>,
     #[serde(default, deserialize_with = "apart")]
     pub logging: Option<RawLogging>,
@@ -42,9 +55,13 @@ pub struct RawConfig {
 
     // APISIX connection settings. They belong to the Envoy cluster, not to the filter: they
     // are recognised only to be refused with a pointer to the Envoy equivalent.
+    #[serde(default, deserialize_with = "apart")]
     pub ssl_verify: Option<Value>,
+    #[serde(default, deserialize_with = "apart")]
     pub keepalive: Option<Value>,
+    #[serde(default, deserialize_with = "apart")]
     pub keepalive_timeout: Option<Value>,
+    #[serde(default, deserialize_with = "apart")]
     pub keepalive_pool: Option<Value>,
 }
 
@@ -71,15 +88,11 @@ pub struct RawInstance {
     pub provider: String,
     pub priority: Option<i64>,
     pub weight: Option<u32>,
-    #[serde(default, deserialize_with = "apart")]
     pub auth: Option<RawAuth>,
-    #[serde(default, deserialize_with = "apart")]
     pub options: Option<Map<String, Value>>,
-    #[serde(default, deserialize_with = "apart")]
     #[serde(rename = "override")]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
-    #[serde(default, deserialize_with = "apart")]
     pub checks: Option<RawChecks>,
 }
 
@@ -87,9 +100,7 @@ pub struct RawInstance {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChecks {
-    #[serde(default, deserialize_with = "apart")]
     pub active: Option<RawActive>,
-    #[serde(default, deserialize_with = "apart")]
     pub passive: Option<RawPassive>,
 }
 
@@ -106,9 +117,7 @@ pub struct RawActive {
     /// is often a tiny chat request.
     pub http_method: Option<String>,
     pub http_req_body: Option<Value>,
-    #[serde(default, deserialize_with = "apart")]
     pub healthy: Option<RawHealthy>,
-    #[serde(default, deserialize_with = "apart")]
     pub unhealthy: Option<RawUnhealthy>,
     // APISIX fields that Envoy's cluster decides: refused with a pointer.
     pub port: Option<Value>,
@@ -171,14 +180,12 @@ pub struct RawLogging {
 pub struct RawRateLimiting {
     pub limit: Option<u64>,
     pub time_window: Option<u64>,
-    #[serde(default, deserialize_with = "apart")]
     pub instances: Option<Vec<RawInstanceLimit>>,
     pub limit_strategy: Option<String>,
     pub rejected_code: Option<u16>,
     pub rejected_msg: Option<String>,
     pub show_limit_quota_header: Option<bool>,
     /// Route level only: the shared rate limit service, and reservations.
-    #[serde(default, deserialize_with = "apart")]
     pub service: Option<RawService>,
     pub reserve: Option<String>,
     pub default_reserve: Option<u64>,
@@ -207,14 +214,14 @@ pub struct RawInstanceLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
     pub name: String,
-    #[serde(deserialize_with = "apart")]
     pub rate_limiting: RawRateLimiting,
 }
 
-/// A field's value, deserialized in a function of its own (`deserialize_with`). Without it
-/// the derive code of a struct is one function holding every field's code, and the memory
-/// V8 needs to compile the module follows its largest functions ("Memory" in
-/// docs/performance.md). Errors and their paths are the same.
+/// A field's value, deserialized in a function of its own (`deserialize_with`); fields of
+/// one type share it. Without it the derive code of the top-level struct is one function
+/// holding every field's code, and the memory V8 needs to compile the module follows its
+/// largest functions ("Round 5" in docs/performance.md). Errors and their paths are the same
+/// (`configuration_errors_read_as_serde_gives_them` in the tests).
 #[inline(never)]
 fn apart<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
     T::deserialize(d)

@@ -45,7 +45,7 @@ fn name_at(s: &str) -> &str {
 }
 
 /// Resolves every reference in the auth values of the configuration.
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 pub(super) fn resolve_all(raw: &mut RawConfig, secrets: Secrets<'_>) -> Result<(), ConfigError> {
     if let Some(auth) = raw.auth.as_mut() {
         resolve_auth(auth, "", secrets)?;

@@ -769,3 +769,107 @@ fn nothing_may_follow_the_configuration_object() {
     }
     assert!(parse(b"{\"provider\":\"openai\"}\n  ").is_ok());
 }
+
+/// Serde's own errors for the top-level fields, each read in a function of its own
+/// (`raw::apart`): the same paths and messages as serde's derive code gives without it.
+#[test]
+fn configuration_errors_read_as_serde_gives_them() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"provider":"openai","provider":"openai"}"#,
+            ".",
+            "duplicate field `provider` at line 1 column 31",
+        ),
+        (
+            r#"{"provider":"openai","timeout":null,"timeout":5}"#,
+            ".",
+            "duplicate field `timeout` at line 1 column 45",
+        ),
+        (
+            r#"{"provider":"openai","timeout":"5"}"#,
+            "timeout",
+            "invalid type: string \"…\", expected u64",
+        ),
+        (
+            r#"{"provider":"openai","timeout":1.5}"#,
+            "timeout",
+            "invalid type: floating point `1.5`, expected u64",
+        ),
+        (
+            r#"{"provider":"openai","max_retries":-1}"#,
+            "max_retries",
+            "invalid value: integer `-1`, expected u32",
+        ),
+        (
+            r#"{"provider":7}"#,
+            "provider",
+            "invalid type: integer `7`, expected a string",
+        ),
+        (
+            r#"{"provider":"openai","logging":{"summaries":"yes"}}"#,
+            "logging.summaries",
+            "invalid type: string \"…\", expected a boolean",
+        ),
+        (
+            r#"{"provider":"openai","rate_limiting":{"limit":1,"time_window":60,"limit":2}}"#,
+            "rate_limiting",
+            "duplicate field `limit`",
+        ),
+        (
+            r#"{"instances":[{"name":"a","provider":"openai","checks":{"active":{"timeout":"x"}}}]}"#,
+            "instances[0].checks.active.timeout",
+            "invalid type: string \"…\", expected f64",
+        ),
+        (
+            r#"{"instances":{"name":"a"}}"#,
+            "instances",
+            "invalid type: map, expected a sequence",
+        ),
+        (
+            r#"{"provider":"openai","fallback_strategy":5}"#,
+            "fallback_strategy",
+            "data did not match any variant of untagged enum RawFallbackStrategy",
+        ),
+        (
+            r#"{"provider":"openai","consumers":[{"name":"c","rate_limiting":{"limit":1,"time_window":1,"x":1}}]}"#,
+            "consumers[0].rate_limiting.x",
+            "unknown field `x`, expected one of `limit`, `time_window`, `instances`, \
+             `limit_strategy`, `rejected_code`, `rejected_msg`, `show_limit_quota_header`, \
+             `service`, `reserve`, `default_reserve`",
+        ),
+        // Not an object: refused before serde, which would read an array as the fields in
+        // order.
+        (
+            "[]",
+            "",
+            "the configuration must be a JSON object (the fields by name), not an array",
+        ),
+        (
+            r#" ["openai"]"#,
+            "",
+            "the configuration must be a JSON object (the fields by name), not an array",
+        ),
+        (
+            r#""openai""#,
+            ".",
+            "invalid type: string \"…\", expected struct RawConfig at line 1 column 8",
+        ),
+    ];
+    for (cfg, path, message) in cases {
+        let err = parse(cfg.as_bytes()).expect_err(cfg);
+        assert_eq!(
+            (err.path.as_str(), err.message.as_str()),
+            (*path, *message),
+            "{cfg}"
+        );
+    }
+    // A field given as null is absent, as before.
+    let c = parse(
+        br#"{"provider":"openai","auth":null,"options":null,"override":null,"cluster":null,
+             "timeout":null,"ssl_verify":null,"keepalive":null,"logging":null,
+             "rate_limiting":null,"consumers":null,"instances":null}"#,
+    )
+    .unwrap();
+    assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
+    assert_eq!(c.instances.len(), 1);
+}
