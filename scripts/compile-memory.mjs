@@ -2,7 +2,7 @@
 // and a check against budgets. Envoy compiles the whole module with TurboFan when it loads
 // it (Liftoff off, eagerly), the largest functions first and several at once; the memory
 // that compilation frees stays with Envoy's allocator, so the peak RSS the filter adds
-// follows its largest functions ("Memory" in docs/performance.md).
+// follows its largest functions ("Round 5" in docs/performance.md).
 //
 //   node scripts/compile-memory.mjs FILE.wasm [TOP] [MAX_MB] [MAX_TWO_MB]
 //

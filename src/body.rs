@@ -245,7 +245,7 @@ impl Patch {
 }
 
 /// Every top-level member (key, value span), as serde_json reads the object.
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn serde_members(text: &str) -> Result<Vec<(Cow<'_, str>, usize, usize)>, BodyError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let raw_members = de

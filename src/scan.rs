@@ -167,7 +167,7 @@ impl Cursor<'_> {
 
     /// Any value, at any depth (as serde_json skips a raw value: no depth limit). `open` is
     /// the stack of the containers the scan is inside of.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     fn value(&mut self, open: &mut Vec<u8>) -> Option<()> {
         open.clear();
         loop {

@@ -321,7 +321,7 @@ impl Meter {
         }
     }
 
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     fn envelope_with_text(data: &[u8]) -> Option<Envelope> {
         let mut env = serde_json::from_slice::<Envelope>(data).ok()?;
         let chars = env.texts().map(|t| t.chars().count() as u64);

@@ -125,7 +125,7 @@ impl Exchange {
     }
 
     /// What came of dispatching a quota check.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn check_dispatched(
         &mut self,
         plugin: &Plugin,
@@ -148,7 +148,7 @@ impl Exchange {
     }
 
     /// The quota service's answer about the picked instance.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn check_answer(
         &mut self,
         plugin: &Plugin,

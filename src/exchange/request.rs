@@ -97,7 +97,7 @@ impl RequestAttrs for Attrs<'_> {
 }
 
 impl Exchange {
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn request_headers(
         &mut self,
         plugin: &Plugin,
@@ -174,7 +174,7 @@ impl Exchange {
         Out::hold(Vec::new())
     }
 
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn request_body(
         &mut self,
         plugin: &Plugin,
@@ -198,7 +198,7 @@ impl Exchange {
     }
 
     /// A body that ends with trailers never reported `end_of_stream`: finish here.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn request_trailers(&mut self, plugin: &Plugin, host: &dyn Host) -> Out {
         if !matches!(self.phase, Phase::AwaitingBody) {
             return Out::go(Vec::new());

@@ -38,7 +38,7 @@ pub fn replayable_response_header(name: &str) -> bool {
 }
 
 impl Exchange {
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn response_headers(
         &mut self,
         plugin: &Plugin,
@@ -122,7 +122,7 @@ impl Exchange {
         Out::go(effects)
     }
 
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn response_body(
         &mut self,
         plugin: &Plugin,
@@ -200,7 +200,7 @@ impl Exchange {
     }
 
     /// The callout of the next attempt, if one may be made.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     fn next_attempt(
         &self,
         plugin: &Plugin,
@@ -243,7 +243,7 @@ impl Exchange {
     }
 
     /// What came of dispatching the fallback callout to instance `index`.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn dispatched(
         &mut self,
         plugin: &Plugin,
@@ -300,7 +300,7 @@ impl Exchange {
 
     /// No other attempt can be made: the held route answer goes on if there is one (no
     /// callout was ever started), else the client gets the verdict on every attempt.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     fn stop_falling_back(&mut self, plugin: &Plugin, host: &dyn Host) -> Out {
         if let Some(held) = self.retry.as_mut().and_then(|r| r.held.take()) {
             return self.pass(plugin, held, host);
@@ -366,7 +366,7 @@ impl Exchange {
     }
 
     /// A callout's answer: served, or another failed attempt.
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub(super) fn callout_answer(
         &mut self,
         plugin: &Plugin,

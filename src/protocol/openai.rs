@@ -97,18 +97,11 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
     // configuration's) other stream options, and remember whether the client asked itself.
     // The client's options are read as raw JSON, never as a `serde_json::Value` (whose
     // `raw_value` feature reads `{"$serde_json::private::RawValue": "true"}` as `true`).
-    let mut usage_edit = None;
-    if stream && client.kind.asks_for_stream_usage() {
-        let base = option("stream_options")
-            .or_else(|| body.raw("stream_options"))
-            .filter(|t| *t != "null")
-            .unwrap_or("{}");
-        let options = JsonBody::parse(base.as_bytes())
-            .map_err(|_| ProxyError::InvalidField("stream_options", "an object"))?;
-        if options.raw("include_usage") != Some("true") {
-            usage_edit = options.patched([("include_usage", "true")]);
-        }
-    }
+    let usage_edit = if stream && client.kind.asks_for_stream_usage() {
+        stream_usage_edit(option("stream_options").or_else(|| body.raw("stream_options")))?
+    } else {
+        None
+    };
     let edits = instance
         .options
         .iter()
@@ -130,6 +123,19 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
         drop_usage_event: usage_edit.is_some(),
         model,
     })
+}
+
+/// The stream options that ask for usage, from the configuration's or the client's (`None`
+/// when they already do).
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
+fn stream_usage_edit(options: Option<&str>) -> Result<Option<String>, ProxyError> {
+    let base = options.filter(|t| *t != "null").unwrap_or("{}");
+    let options = JsonBody::parse(base.as_bytes())
+        .map_err(|_| ProxyError::InvalidField("stream_options", "an object"))?;
+    if options.raw("include_usage") == Some("true") {
+        return Ok(None);
+    }
+    Ok(options.patched([("include_usage", "true")]))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    #[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err("must be a URL without spaces or control characters".into());

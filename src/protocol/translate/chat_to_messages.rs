@@ -179,7 +179,7 @@ fn push_tool_result(out: &mut Vec<Value>, block: Value) {
     out.push(json!({"role": "user", "content": [block]}));
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
     let parts = match content {
         Value::String(_) => return Ok(content.clone()),
@@ -220,7 +220,7 @@ fn image(url: &str) -> Option<Value> {
                 "source": {"type": "base64", "media_type": media_type, "data": data}}))
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
     let mut blocks = Vec::new();
     match obj.get("content") {
@@ -261,7 +261,7 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
     Ok(json!({"role": "assistant", "content": content}))
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn tools(value: &Value) -> Result<Value, ProxyError> {
     let list = value
         .as_array()
@@ -296,7 +296,7 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
     Ok(Value::Array(out))
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn choice(value: &Value) -> Result<Value, ProxyError> {
     let c = match value.as_str() {
         Some("none") => json!({"type": "none"}),

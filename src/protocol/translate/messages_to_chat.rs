@@ -109,7 +109,7 @@ pub fn request(
     Ok(out)
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn messages(value: &Value) -> Result<Vec<Value>, ProxyError> {
     let list = value
         .as_array()
@@ -135,7 +135,7 @@ fn messages(value: &Value) -> Result<Vec<Value>, ProxyError> {
 
 /// A user turn: its tool results become `tool` messages (first, answering the previous
 /// turn's calls), the rest one user message.
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyError> {
     let mut parts = Vec::new();
     let mut images = false;
@@ -185,7 +185,7 @@ fn image(block: &Value) -> Option<Value> {
     Some(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
     let mut text: Option<String> = None;
     let mut calls = Vec::new();
@@ -214,7 +214,7 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
     Ok(m)
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn tools(value: &Value) -> Result<Value, ProxyError> {
     let list = value
         .as_array()
@@ -242,7 +242,7 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
     Ok(Value::Array(out))
 }
 
-#[inline(never)] // compiled on its own: see "Memory" in docs/performance.md
+#[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn choice(value: &Value) -> Result<Value, ProxyError> {
     let c = match value.get("type").and_then(Value::as_str) {
         Some("auto") => json!("auto"),
