@@ -2,22 +2,23 @@
 // and a check against budgets. Envoy compiles the whole module with TurboFan when it loads
 // it (Liftoff off, eagerly), the largest functions first and several at once; the memory
 // that compilation frees stays with Envoy's allocator, so the peak RSS the filter adds
-// follows its largest functions ("Round 5" in docs/performance.md).
+// follows its largest functions ("Round 5" in docs/performance.md) and the whole module's
+// compile memory, about 0.11 MB of RSS per MB of it ("Round 6").
 //
-//   node scripts/compile-memory.mjs FILE.wasm [TOP] [MAX_MB] [MAX_TWO_MB]
+//   node scripts/compile-memory.mjs FILE.wasm [TOP] [MAX_MB] [MAX_TWO_MB] [MAX_TOTAL_MB]
 //
 // Compiles FILE.wasm in a child Node (its V8, single-threaded, TurboFan for every function,
 // as Envoy does) with V8's per-function trace, and prints the TOP (default 15) functions by
 // the largest zone their compilation held. With MAX_MB, exits 1 when one function needs more;
 // with MAX_TWO_MB, when the two largest together need more (two compile at once on a
-// two-core machine).
+// two-core machine); with MAX_TOTAL_MB, when all functions' zones add up to more.
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { argv, exit, execPath } from 'node:process';
 
-const [file, topArg, maxArg, twoArg] = argv.slice(2);
+const [file, topArg, maxArg, twoArg, totalArg] = argv.slice(2);
 if (!file) {
-  console.error('usage: node scripts/compile-memory.mjs FILE.wasm [TOP] [MAX_MB] [MAX_TWO_MB]');
+  console.error('usage: node scripts/compile-memory.mjs FILE.wasm [TOP] [MAX_MB] [MAX_TWO_MB] [MAX_TOTAL_MB]');
   exit(2);
 }
 const bytes = readFileSync(file);
@@ -99,7 +100,8 @@ const named = names(bytes);
 const mb = (n) => (n / 1e6).toFixed(2);
 const sum = (k) => rows.slice(0, k).reduce((a, r) => a + r.zone, 0);
 console.log(`${file}: ${bytes.length} bytes, ${rows.length} functions; compile zone MB: ` +
-  `largest ${mb(sum(1))}, two largest ${mb(sum(2))}, four ${mb(sum(4))}, sixteen ${mb(sum(16))}`);
+  `largest ${mb(sum(1))}, two largest ${mb(sum(2))}, four ${mb(sum(4))}, sixteen ${mb(sum(16))}, ` +
+  `all ${mb(sum(rows.length))}`);
 for (const r of rows.slice(0, Number(topArg ?? 15))) {
   const name = demangle(named.get(r.index) ?? `#${r.index}`);
   console.log(`${mb(r.zone).padStart(6)} MB ${String(r.body).padStart(6)} B  ${name.slice(0, 140)}`);
@@ -111,6 +113,10 @@ if (maxArg !== undefined && sum(1) > Number(maxArg) * 1e6) {
 }
 if (twoArg !== undefined && sum(2) > Number(twoArg) * 1e6) {
   console.error(`the two largest functions need ${mb(sum(2))} MB to compile, over the budget of ${twoArg} MB`);
+  failed = true;
+}
+if (totalArg !== undefined && sum(rows.length) > Number(totalArg) * 1e6) {
+  console.error(`all functions together need ${mb(sum(rows.length))} MB to compile, over the budget of ${totalArg} MB`);
   failed = true;
 }
 exit(failed ? 1 : 0);

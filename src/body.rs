@@ -154,7 +154,7 @@ impl<'a> JsonBody<'a> {
         if splices.is_empty() && appended.is_empty() {
             return None;
         }
-        splices.sort_by_key(|s| s.0);
+        crate::sort::sort_small(&mut splices, |a, b| a.0 < b.0);
         // The original bytes the patch replaces: up to the end of the last splice, or to the
         // closing brace when members are appended.
         let replaced = if appended.is_empty() {

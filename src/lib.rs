@@ -59,6 +59,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod root;
 pub(crate) mod scan;
+pub(crate) mod sort;
 pub mod sse;
 pub mod store;
 pub(crate) mod text;

@@ -50,7 +50,7 @@ impl Balancer {
     /// makes a standby member.
     pub fn new(algorithm: Algorithm, slots: &[Slot<'_>]) -> Balancer {
         let mut priorities: Vec<i64> = slots.iter().map(|s| s.priority).collect();
-        priorities.sort_unstable_by(|a, b| b.cmp(a));
+        crate::sort::sort_small(&mut priorities, |a, b| a > b);
         priorities.dedup();
         let groups = priorities
             .into_iter()

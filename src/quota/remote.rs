@@ -215,7 +215,7 @@ impl Remote {
                     .copied()
                     .filter(|n| *n > 0 || hold.is_some())
                     .collect();
-                amounts.sort_unstable();
+                crate::sort::sort_small(&mut amounts, |a, b| a < b);
                 amounts.dedup();
                 for n in amounts {
                     let group: Vec<Descriptor> = applied
