@@ -5,6 +5,7 @@ mod checks;
 mod instance;
 mod policy;
 mod raw;
+mod read;
 mod secrets;
 
 use std::fmt;
@@ -213,21 +214,7 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
             "the configuration must be a JSON object (the fields by name), not an array",
         ));
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut message = redact(&e.inner().to_string());
-        // The position helps with a syntax error; once the field is named it is noise.
-        if e.inner().is_data() && path != "." {
-            if let Some(at) = message.rfind(" at line ") {
-                message.truncate(at);
-            }
-        }
-        ConfigError::new(path, message)
-    })?;
-    // One JSON object, and nothing after it.
-    de.end()
-        .map_err(|e| ConfigError::new("", format!("after the configuration object: {e}")))?;
+    let mut raw = read::read(text)?;
     secrets::resolve_all(&mut raw, secrets)?;
     compile(raw)
 }
@@ -461,35 +448,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             .unwrap_or_default(),
         rate_limits,
     })
-}
-
-/// serde's messages quote the offending string (`invalid type: string "Bearer sk-…"`). A
-/// misplaced API key must never reach the log, so every quoted string is cut out.
-fn redact(message: &str) -> String {
-    const MARK: &str = "string \"";
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find(MARK) {
-        let (head, tail) = rest.split_at(at.saturating_add(MARK.len()));
-        out.push_str(head);
-        out.push_str("…\"");
-        // Skip the Debug-escaped string up to its closing, unescaped quote.
-        let mut escaped = false;
-        let mut end = tail.len();
-        for (i, c) in tail.char_indices() {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                end = i.saturating_add(1);
-                break;
-            }
-        }
-        rest = tail.get(end..).unwrap_or("");
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

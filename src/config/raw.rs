@@ -34,7 +34,11 @@ pub struct RawConfig {
     pub instances: Option<Vec<RawInstance>>,
     #[serde(default, deserialize_with = "apart")]
     pub balancer: Option<RawBalancer>,
-    #[serde(default, deserialize_with = "apart")]
+    /// Read as any JSON, told apart by `read` (as `fallback_strategy`): serde's untagged
+    /// enum fails with no position in the text, so its field could not be named.
+    #[serde(default, deserialize_with = "apart", rename = "fallback_strategy")]
+    pub fallback_strategy_json: Option<Value>,
+    #[serde(skip)]
     pub fallback_strategy: Option<RawFallbackStrategy>,
     #[serde(default, deserialize_with = "apart")]
     pub fallback_http_statuses: Option<Vec<u16>>,
@@ -160,8 +164,7 @@ pub struct RawBalancer {
 }
 
 /// `fallback_strategy`: one string, or an array of strings.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawFallbackStrategy {
     One(String),
     Many(Vec<String>),

@@ -1,5 +1,6 @@
 //! Configuration parsing and validation, table-driven.
 
+use super::read::redact;
 use super::*;
 use crate::balancer::key::KeySource;
 use crate::fallback::Policy;
