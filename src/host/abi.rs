@@ -1,7 +1,7 @@
 //! The raw proxy-wasm ABI calls the filter makes, each returning the host's status as a
-//! value. The SDK's `hostcalls` panic on any status they did not expect (`BadArgument` when
-//! a header is touched in the wrong phase, for instance), and a panic kills the VM, so the
-//! filter never goes through them for per-request work.
+//! value. (The SDK's `hostcalls` panic on any status they did not expect, `BadArgument` when
+//! a header is touched in the wrong phase for instance, and a panic kills the VM; the filter
+//! does not use the SDK at all, see `entry`.)
 
 use std::fmt;
 use std::ptr::{null, null_mut};
@@ -46,6 +46,9 @@ extern "C" {
     fn proxy_send_local_response(status: u32, details: *const u8, details_size: usize, body: *const u8, body_size: usize, headers: *const u8, headers_size: usize, grpc_status: i32) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_http_call(upstream: *const u8, upstream_size: usize, headers: *const u8, headers_size: usize, body: *const u8, body_size: usize, trailers: *const u8, trailers_size: usize, timeout_ms: u32, ret_token: *mut u32) -> u32;
+    fn proxy_grpc_call(upstream: *const u8, upstream_size: usize, service: *const u8, service_size: usize, method: *const u8, method_size: usize, metadata: *const u8, metadata_size: usize, message: *const u8, message_size: usize, timeout_ms: u32, ret_token: *mut u32) -> u32;
 }
 
 fn check(status: u32) -> Result<(), Status> {
@@ -234,4 +237,72 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
     // SAFETY: pointers and lengths describe live buffers.
     check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// Makes the host's calls act on this context (a callout's answer is delivered to the
+/// context that dispatched it).
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Sends an HTTP request to a cluster; its token comes back with the answer.
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let map = serialize_map(headers);
+    let trailers = serialize_map(&[]);
+    let body = body.unwrap_or_default();
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
+    check(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            map.as_ptr(),
+            map.len(),
+            body.as_ptr(),
+            body.len(),
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
+}
+
+/// Sends a unary gRPC request to a cluster; its token comes back with the answer.
+pub fn grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    metadata: &[(&str, &str)],
+    message: Option<&[u8]>,
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let map = serialize_map(metadata);
+    let message = message.unwrap_or_default();
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
+    check(unsafe {
+        proxy_grpc_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            service.as_ptr(),
+            service.len(),
+            method.as_ptr(),
+            method.len(),
+            map.as_ptr(),
+            map.len(),
+            message.as_ptr(),
+            message.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
 }

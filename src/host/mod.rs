@@ -3,16 +3,12 @@
 //! (`root::Root`, `exchange::Exchange`) and applies what comes back; it decides nothing.
 
 mod abi;
+mod entry;
 mod http;
 
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::Duration;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
 
 use crate::ablate;
 use crate::batch::{self, Kept};
@@ -21,8 +17,8 @@ use crate::metrics::{Kind, Registry};
 use crate::root::Root;
 use crate::store::{Store, StoreError};
 use crate::wire::{
-    body_buffer, envoy_level, header_map, log_filter, CALL_RESPONSE_BODY, CALL_RESPONSE_HEADERS,
-    CAS_MISMATCH, GRPC_RECEIVE_BUFFER, NOT_FOUND, PLUGIN_CONFIGURATION,
+    body_buffer, envoy_level, header_map, log_filter, status_name, CALL_RESPONSE_BODY,
+    CALL_RESPONSE_HEADERS, CAS_MISMATCH, GRPC_RECEIVE_BUFFER, NOT_FOUND, PLUGIN_CONFIGURATION,
 };
 
 thread_local! {
@@ -141,21 +137,21 @@ impl batch::Apply for Env {
             Effect::TickPeriod(ms) => abi::set_tick_period_ms(*ms),
             Effect::Resume => abi::resume_request(),
             Effect::Dispatch(c) => {
-                // Through the SDK: only it can register the token that routes the answer
-                // back to this context. It returns Envoy's callout failures as values.
+                // Envoy's refusals come back as values, named as the SDK named them.
                 let (cluster, body) = (&c.cluster, c.body.as_deref());
-                let timeout = Duration::from_millis(c.timeout_ms);
+                let timeout = u32::try_from(c.timeout_ms).unwrap_or(u32::MAX);
                 let headers = pairs(&c.headers);
                 let result = match &c.grpc {
-                    None => hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout),
+                    None => abi::http_call(cluster, &headers, body, timeout),
                     Some(g) => {
-                        let meta = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
-                        hostcalls::dispatch_grpc_call(
-                            cluster, &g.service, &g.method, meta, body, timeout,
-                        )
+                        abi::grpc_call(cluster, &g.service, &g.method, &headers, body, timeout)
                     }
                 };
-                let result = result.map_err(|s| format!("{s:?}"));
+                if let Ok(token) = result {
+                    // Its answer comes back to the context running now.
+                    entry::dispatched(token);
+                }
+                let result = result.map_err(|s| status_name(s.0).to_string());
                 return Ok(Some(Input::Dispatched {
                     purpose: c.purpose,
                     result,
@@ -170,22 +166,10 @@ impl batch::Apply for Env {
     }
 }
 
-/// Applies the core's answer (`batch::drive`) and returns the last step as Envoy's action.
-fn drive(out: Out, env: &Env, again: impl FnMut(Input) -> Out) -> Action {
-    match batch::drive(out, env, &env.kept, again) {
-        Step::Continue => Action::Continue,
-        Step::Pause => Action::Pause,
-    }
+/// Applies the core's answer (`batch::drive`) and returns the last step.
+fn drive(out: Out, env: &Env, again: impl FnMut(Input) -> Out) -> Step {
+    batch::drive(out, env, &env.kept, again)
 }
-
-proxy_wasm::main! {{
-    init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        // Random per VM (WASI random), so two VMs never share an identity.
-        let id = RandomState::new().hash_one(abi::now_ns());
-        Box::new(RootCtx(Root::new(format!("{id:016x}")), Env::default()))
-    });
-}}
 
 /// Routes the `log` crate to Envoy's log through the non-panicking ABI call.
 struct HostLogger;
@@ -220,29 +204,38 @@ fn sync_log_level() {
     log::set_max_level(log_filter(abi::log_level().ok()));
 }
 
+/// A plugin's root context: its configuration, health checks, callouts and tick.
 struct RootCtx(Root, Env);
 
 impl RootCtx {
+    fn new() -> RootCtx {
+        // Random per VM (WASI random), so two VMs never share an identity.
+        let id = RandomState::new().hash_one(abi::now_ns());
+        RootCtx(Root::new(format!("{id:016x}")), Env::default())
+    }
+
+    /// What a new request's filter shares (none until configured: it fails closed).
+    fn plugin(&self) -> Option<std::rc::Rc<crate::exchange::Plugin>> {
+        self.0.plugin()
+    }
+
     fn drive(&mut self, out: impl FnOnce(&mut Root, &Env) -> Out) {
         let env = self.1.callback();
         let out = out(&mut self.0, env);
         drive(out, env, |i| self.0.on(i, env));
     }
-}
 
-impl Context for RootCtx {
-    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        self.drive(|root, env| root.on(Input::CalloutAnswer { token, body_size }, env));
+    /// A callout's answer.
+    fn on(&mut self, input: Input) {
+        self.drive(|root, env| root.on(input, env));
     }
-}
 
-impl RootContext for RootCtx {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+    fn on_vm_start(&mut self) -> bool {
         sync_log_level();
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self) -> bool {
         sync_log_level();
         let raw = match abi::buffer(PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
@@ -266,14 +259,5 @@ impl RootContext for RootCtx {
 
     fn on_tick(&mut self) {
         self.drive(|root, env| Out::go(root.tick(env)));
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Never `None`: the SDK panics on it. Without a configuration the filter fails closed.
-        Some(Box::new(http::Filter::new(self.0.plugin())))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
