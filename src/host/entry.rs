@@ -125,10 +125,11 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
     with(context_id, (), |c| {
         if root_context_id == 0 {
             c.roots.insert(context_id, RootCtx::new());
-        } else if let Some(root) = c.roots.get(&root_context_id) {
-            // Without a configuration the filter still answers (it fails closed).
-            let filter = Filter::new(root.plugin());
-            c.http.insert(context_id, filter);
+        } else {
+            // Without a configuration (or a root it knows) the filter still answers: it
+            // fails closed, never lets a request by unfiltered.
+            let plugin = c.roots.get(&root_context_id).and_then(RootCtx::plugin);
+            c.http.insert(context_id, Filter::new(plugin));
         }
     });
 }
