@@ -18,7 +18,18 @@ mod tests;
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 pub(super) fn read(text: &str) -> Result<RawConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut raw = RawConfig::deserialize(&mut de).map_err(|e| told(text, &e))?;
+    let raw = RawConfig::deserialize(&mut de).map_err(|e| {
+        let whole = e.to_string();
+        told(path_at(text, e.line(), e.column(), &whole, e.is_data()), &e)
+    })?;
+    finish(&mut de, raw)
+}
+
+/// After the object: nothing but whitespace, and `fallback_strategy` told apart.
+fn finish(
+    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+    mut raw: RawConfig,
+) -> Result<RawConfig, ConfigError> {
     de.end()
         .map_err(|e| ConfigError::new("", format!("after the configuration object: {e}")))?;
     raw.fallback_strategy = raw
@@ -52,11 +63,9 @@ fn strategy(v: Value) -> Result<RawFallbackStrategy, ConfigError> {
     }
 }
 
-/// A serde_json error as a [`ConfigError`]: the field where it stopped, serde's message.
-fn told(text: &str, e: &serde_json::Error) -> ConfigError {
-    let whole = e.to_string();
-    let path = path_at(text, e.line(), e.column(), &whole, e.is_data());
-    let mut message = redact(&whole);
+/// A serde_json error as a [`ConfigError`] about the field at `path`: serde's message.
+fn told(path: String, e: &serde_json::Error) -> ConfigError {
+    let mut message = redact(&e.to_string());
     // The position helps with a syntax error; once the field is named it is noise.
     if e.is_data() && path != "." {
         if let Some(at) = message.rfind(" at line ") {

@@ -5,29 +5,15 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// The reading as it was: every deserializer wrapped by `serde_path_to_error`. (Then
-/// `fallback_strategy` told apart as `read` does: it was an untagged enum, read in place;
+/// The reading as it was: every deserializer wrapped by `serde_path_to_error`, whose path
+/// goes with serde's message as `read` tells it. (Then `fallback_strategy` told apart as
+/// `read` does: it was an untagged enum, read in place;
 /// `configuration_errors_read_as_serde_gives_them` holds its message and path.)
 fn tracked(text: &str) -> Result<RawConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut message = redact(&e.inner().to_string());
-        if e.inner().is_data() && path != "." {
-            if let Some(at) = message.rfind(" at line ") {
-                message.truncate(at);
-            }
-        }
-        ConfigError::new(path, message)
-    })?;
-    de.end()
-        .map_err(|e| ConfigError::new("", format!("after the configuration object: {e}")))?;
-    raw.fallback_strategy = raw
-        .fallback_strategy_json
-        .take()
-        .map(strategy)
-        .transpose()?;
-    Ok(raw)
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| told(e.path().to_string(), e.inner()))?;
+    finish(&mut de, raw)
 }
 
 /// `v` with every object's members in the opposite order (the last member first).
