@@ -22,7 +22,8 @@
 //! Around it: `config` (parsed and validated once), `root` (configure, tick, probes from
 //! `health::prober`), `store` (shared data with compare-and-swap), `provider` (presets as
 //! data), `ratelimit` (windows and quotas), `clusters` (the Envoy clusters a configuration
-//! needs, for generated bootstraps), `wire` (the proxy-wasm header map encoding).
+//! needs, for generated bootstraps), `wire` (the proxy-wasm header map encoding), `contexts`
+//! (which context a callback or a callout's answer goes to).
 
 // The lints that keep the VM from panicking are in Cargo.toml; test code may panic.
 #![cfg_attr(
@@ -46,6 +47,9 @@ pub(crate) mod batch;
 pub mod body;
 pub mod clusters;
 pub mod config;
+// Used by the host layer only (wasm32); tested natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod contexts;
 pub mod effect;
 pub(crate) mod error;
 pub mod exchange;

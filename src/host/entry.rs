@@ -1,58 +1,41 @@
 //! The proxy-wasm ABI's entry points (`proxy_abi_version_0_2_1`): the functions Envoy calls,
-//! and the contexts they reach. A root context per plugin, an HTTP context per request,
-//! found by the id Envoy gives; a callout's answer goes to the context that dispatched it,
-//! by its token. Written here rather than taken from the SDK: its dispatcher and the
-//! traits' default methods were 56 KB of the module and 17 MB of V8's compile memory
-//! ("Round 6" in docs/performance.md), and it panics on an id or token it does not know,
-//! where this ignores the call.
+//! each handed to the context it names (`contexts`: a root per plugin, a filter per
+//! request; a callout's answer to the context that dispatched it, by its token). Written
+//! here rather than taken from the SDK: its dispatcher and the traits' default methods were
+//! 56 KB of the module and 17 MB of V8's compile memory ("Round 6" in docs/performance.md),
+//! and it panics on an id or token it does not know, where this ignores the call.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use super::http::Filter;
 use super::{abi, init_logging, RootCtx};
+use crate::contexts::{Callouts, Contexts};
 use crate::effect::{Input, Step};
 
 /// Envoy's values for "go on" and "wait" (`Action`).
 const CONTINUE: u32 = 0;
 const PAUSE: u32 = 1;
 
-/// The live contexts of this VM.
-#[derive(Default)]
-struct Contexts {
-    roots: HashMap<u32, RootCtx>,
-    /// Each request's filter.
-    http: HashMap<u32, Filter>,
-}
-
 thread_local! {
-    static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
-    /// The context whose callback is running: a callout dispatched now answers to it.
-    static ACTIVE: Cell<u32> = const { Cell::new(0) };
-    /// Callouts in flight: token → the context that dispatched it.
-    static CALLOUTS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    static CONTEXTS: RefCell<Contexts<RootCtx, Filter>> = RefCell::new(Contexts::default());
+    /// Apart from the contexts: a callout goes out while a context's callback runs.
+    static CALLOUTS: RefCell<Callouts> = RefCell::new(Callouts::default());
 }
 
 /// Records that the running context dispatched the callout `token`.
 pub(super) fn dispatched(token: u32) {
-    let owner = ACTIVE.with(Cell::get);
-    CALLOUTS.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.insert(token, owner);
-        }
-    });
+    callouts(|c| c.dispatched(token));
 }
 
-/// The context that dispatched `token`, which answers it (once).
-fn answered(token: u32) -> Option<u32> {
-    CALLOUTS.with(|c| c.try_borrow_mut().ok()?.remove(&token))
+fn callouts<T>(f: impl FnOnce(&mut Callouts) -> T) -> Option<T> {
+    CALLOUTS.with(|c| c.try_borrow_mut().ok().map(|mut c| f(&mut c)))
 }
 
 /// Runs `f` on the contexts, as `context_id`'s callback. Envoy never calls back into the VM
 /// while a callback runs (it defers what would); should it, the call is dropped.
-fn with<T>(context_id: u32, fallback: T, f: impl FnOnce(&mut Contexts) -> T) -> T {
-    ACTIVE.with(|a| a.set(context_id));
+fn with<T>(context_id: u32, fallback: T, f: impl FnOnce(&mut Contexts<RootCtx, Filter>) -> T) -> T {
+    callouts(|c| c.running(context_id));
     CONTEXTS.with(|c| match c.try_borrow_mut() {
         Ok(mut contexts) => f(&mut contexts),
         Err(_) => {
@@ -67,28 +50,26 @@ fn with<T>(context_id: u32, fallback: T, f: impl FnOnce(&mut Contexts) -> T) -> 
 
 /// One of a request's callbacks: the action Envoy gets back (go on when the id is unknown).
 fn on_request(context_id: u32, input: Input) -> u32 {
-    with(context_id, CONTINUE, |c| {
-        match c.http.get_mut(&context_id) {
-            Some(filter) => match filter.on(input) {
-                Step::Continue => CONTINUE,
-                Step::Pause => PAUSE,
-            },
-            None => CONTINUE,
-        }
+    with(context_id, CONTINUE, |c| match c.request(context_id) {
+        Some(filter) => match filter.on(input) {
+            Step::Continue => CONTINUE,
+            Step::Pause => PAUSE,
+        },
+        None => CONTINUE,
     })
 }
 
 /// A callout's answer, for the context that dispatched it, wherever it is.
 fn on_answer(token: u32, input: Input) {
-    let Some(owner) = answered(token) else {
+    let Some(owner) = callouts(|c| c.answered(token)).flatten() else {
         return;
     };
     // Host calls made now act on the owner (the SDK did the same).
     let _ = abi::set_effective_context(owner);
     with(owner, (), |c| {
-        if let Some(filter) = c.http.get_mut(&owner) {
+        if let Some(filter) = c.request(owner) {
             filter.on(input);
-        } else if let Some(root) = c.roots.get_mut(&owner) {
+        } else if let Some(root) = c.root(owner) {
             root.on(input);
         }
     });
@@ -123,31 +104,25 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
     with(context_id, (), |c| {
-        if root_context_id == 0 {
-            c.roots.insert(context_id, RootCtx::new());
-        } else {
-            // Without a configuration (or a root it knows) the filter still answers: it
-            // fails closed, never lets a request by unfiltered.
-            let plugin = c.roots.get(&root_context_id).and_then(RootCtx::plugin);
-            c.http.insert(context_id, Filter::new(plugin));
-        }
+        // Without a configuration (or a root it knows) the filter still answers: it fails
+        // closed, never lets a request by unfiltered.
+        c.create(context_id, root_context_id, RootCtx::new, |root| {
+            Filter::new(root.and_then(RootCtx::plugin))
+        });
     });
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_vm_start(context_id: u32, _vm_configuration_size: usize) -> u32 {
     with(context_id, 0, |c| {
-        c.roots
-            .get_mut(&context_id)
-            .map_or(0, |r| u32::from(r.on_vm_start()))
+        c.root(context_id).map_or(0, |r| u32::from(r.on_vm_start()))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> u32 {
     with(context_id, 0, |c| {
-        c.roots
-            .get_mut(&context_id)
+        c.root(context_id)
             .map_or(0, |r| u32::from(r.on_configure()))
     })
 }
@@ -155,7 +130,7 @@ pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size
 #[no_mangle]
 pub extern "C" fn proxy_on_tick(context_id: u32) {
     with(context_id, (), |c| {
-        if let Some(root) = c.roots.get_mut(&context_id) {
+        if let Some(root) = c.root(context_id) {
             root.on_tick();
         }
     });
@@ -226,17 +201,8 @@ pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
-    with(context_id, (), |c| {
-        if c.http.remove(&context_id).is_none() {
-            c.roots.remove(&context_id);
-        }
-    });
-    // Callouts it had in flight will not answer (Envoy cancels them with their context).
-    CALLOUTS.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.retain(|_, owner| *owner != context_id);
-        }
-    });
+    with(context_id, (), |c| c.delete(context_id));
+    callouts(|c| c.forget(context_id));
 }
 
 #[no_mangle]
