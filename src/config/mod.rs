@@ -7,6 +7,7 @@ mod policy;
 mod raw;
 mod read;
 mod secrets;
+mod shape;
 
 use std::fmt;
 

@@ -1,14 +1,15 @@
-//! The configuration's text read into [`RawConfig`] by serde_json, and a failure told as
-//! the field it is about (`instances[0].checks.active.timeout`) and serde's message, with
-//! any quoted string cut out. The field comes from where serde_json stopped in the text,
-//! not from a path-tracking wrapper around every type's deserializer: that wrapper was
-//! some 55 KB of the module and 14 MB of V8's compile memory ("Round 6" in
+//! The configuration's text read into [`RawConfig`] by serde_json (by its `shape`), and a
+//! failure told as the field it is about (`instances[0].checks.active.timeout`) and serde's
+//! message, with any quoted string cut out. The field comes from where serde_json stopped
+//! in the text, not from a path-tracking wrapper around every type's deserializer: that
+//! wrapper was some 55 KB of the module and 14 MB of V8's compile memory ("Round 6" in
 //! docs/performance.md).
 
-use serde::Deserialize;
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 use super::raw::RawFallbackStrategy;
+use super::shape::{Kind, Read, CONFIG};
 use super::{ConfigError, RawConfig};
 
 #[cfg(test)]
@@ -18,11 +19,13 @@ mod tests;
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 pub(super) fn read(text: &str) -> Result<RawConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw = RawConfig::deserialize(&mut de).map_err(|e| {
-        let whole = e.to_string();
-        told(path_at(text, e.line(), e.column(), &whole, e.is_data()), &e)
-    })?;
-    finish(&mut de, raw)
+    let json = Read(Kind::Struct(&CONFIG))
+        .deserialize(&mut de)
+        .map_err(|e| {
+            let whole = e.to_string();
+            told(path_at(text, e.line(), e.column(), &whole, e.is_data()), &e)
+        })?;
+    finish(&mut de, RawConfig::from_json(json))
 }
 
 /// After the object: nothing but whitespace, and `fallback_strategy` told apart.

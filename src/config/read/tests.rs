@@ -107,7 +107,8 @@ fn with_text(base: &Value, place: &str, raw: &str, pretty: bool) -> String {
 fn same(text: &str, checked: &mut usize) {
     *checked += 1;
     match (read(text), tracked(text)) {
-        (Ok(_), Ok(_)) => {}
+        // What is read is the same too, every field.
+        (Ok(new), Ok(old)) => assert_eq!(format!("{new:?}"), format!("{old:?}"), "{text}"),
         (Err(new), Err(old)) => assert_eq!(
             (new.path.as_str(), new.message.as_str()),
             (old.path.as_str(), old.message.as_str()),
