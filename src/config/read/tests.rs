@@ -136,6 +136,19 @@ fn every_broken_value_names_the_field_serde_path_to_error_named() {
         "{\"name\":\"n\"}",
         "70000",
         "\"\\\"q\\\"\"",
+        // Each integer type's edges, and numbers that are floats or out of every range.
+        "65535",
+        "65536",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "-0",
+        "1.0",
+        "1e400",
+        "[null]",
+        "[null, null, null]",
     ];
     let mut checked = 0;
     for base in bases() {
