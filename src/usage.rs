@@ -74,21 +74,6 @@ impl Usage {
     }
 }
 
-/// A message or delta: its `content` taken as any JSON (a string, or an array of parts), so
-/// an unexpected shape costs the text, never the usage beside it.
-#[derive(Deserialize)]
-struct Text {
-    content: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: Option<Text>,
-    delta: Option<Text>,
-    /// Legacy completions.
-    text: Option<Box<RawValue>>,
-}
-
 /// The `response` object of a Responses stream event (`response.completed` carries the
 /// usage).
 #[derive(Deserialize)]
@@ -98,21 +83,8 @@ struct Inner {
 }
 
 /// The fields read from a response body or a stream event; everything else is skipped
-/// without being built.
-#[derive(Deserialize)]
-struct Envelope {
-    model: Option<String>,
-    usage: Option<RawUsage>,
-    choices: Option<Vec<Choice>>,
-    response: Option<Inner>,
-    /// A Responses text delta event's text.
-    delta: Option<Box<RawValue>>,
-    /// Characters of text in the event (an estimate's basis when no usage comes).
-    #[serde(skip)]
-    seen: u64,
-}
-
-/// The same without the text (payload logging off): the text is only measured, borrowed.
+/// without being built, and the text only borrowed: measured, or copied out when payloads
+/// are logged (`Envelope::of`).
 #[derive(Deserialize)]
 struct Counted<'a> {
     model: Option<String>,
@@ -150,44 +122,51 @@ fn raw_len(raw: Option<&RawValue>) -> u64 {
         })
 }
 
-impl From<Counted<'_>> for Envelope {
-    fn from(c: Counted<'_>) -> Envelope {
-        let mut seen = raw_len(c.delta);
-        let choices = c.choices.map(|v| {
-            v.into_iter()
-                .map(|m| {
-                    let raw = m.message.or(m.delta).and_then(|t| t.content).or(m.text);
-                    seen = seen.saturating_add(raw_len(raw));
-                    Choice {
-                        message: None,
-                        delta: None,
-                        text: None,
-                    }
-                })
-                .collect()
-        });
+/// What is kept of one body or event.
+struct Envelope {
+    model: Option<String>,
+    usage: Option<RawUsage>,
+    /// How many choices there were (a usage-only stream event has none).
+    choices: Option<usize>,
+    response: Option<Inner>,
+    /// The texts, when payloads are logged: choices' messages, deltas and texts, a
+    /// Responses delta.
+    texts: Vec<String>,
+    /// Characters of text in the event (an estimate's basis when no usage comes).
+    seen: u64,
+}
+
+impl Envelope {
+    /// `c` with its text measured (the raw strings' length), or, when payloads are logged,
+    /// copied out and counted in characters.
+    fn of(c: Counted<'_>, with_text: bool) -> Envelope {
+        let choices = c.choices.as_ref().map(Vec::len);
+        let raws = c
+            .choices
+            .into_iter()
+            .flatten()
+            .map(|m| m.message.or(m.delta).and_then(|t| t.content).or(m.text))
+            .chain(std::iter::once(c.delta))
+            .flatten();
+        let mut seen = 0u64;
+        let mut texts = Vec::new();
+        for raw in raws {
+            if !with_text {
+                seen = seen.saturating_add(raw_len(Some(raw)));
+            } else if let Some(text) = text_of(raw) {
+                let chars = u64::try_from(text.chars().count()).unwrap_or(u64::MAX);
+                seen = seen.saturating_add(chars);
+                texts.push(text);
+            }
+        }
         Envelope {
             model: c.model,
             usage: c.usage,
             choices,
             response: c.response,
-            delta: None,
+            texts,
             seen,
         }
-    }
-}
-
-impl Envelope {
-    /// The texts of a body or event: choices' messages, deltas and texts, a Responses delta.
-    fn texts(&self) -> impl Iterator<Item = String> + '_ {
-        let choices = self.choices.iter().flatten().filter_map(|c| {
-            let t = c.message.as_ref().or(c.delta.as_ref());
-            t.and_then(|t| t.content.as_deref())
-                .or(c.text.as_deref())
-                .and_then(text_of)
-        });
-        let delta = self.delta.as_deref().and_then(text_of);
-        choices.chain(delta)
     }
 }
 
@@ -301,7 +280,7 @@ impl Meter {
         let Some(env) = self.envelope(data) else {
             return Verdict::Keep;
         };
-        let usage_only = env.usage.is_some() && env.choices.as_ref().is_some_and(Vec::is_empty);
+        let usage_only = env.usage.is_some() && env.choices == Some(0);
         self.read(env);
         if usage_only && self.drop_usage_event {
             Verdict::Drop
@@ -312,29 +291,13 @@ impl Meter {
 
     /// Parses a body or event; the text is only built when payloads are logged.
     fn envelope(&self, data: &[u8]) -> Option<Envelope> {
-        if self.text.is_some() {
-            Self::envelope_with_text(data)
-        } else {
-            serde_json::from_slice::<Counted>(data)
-                .ok()
-                .map(Envelope::from)
-        }
-    }
-
-    #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
-    fn envelope_with_text(data: &[u8]) -> Option<Envelope> {
-        let mut env = serde_json::from_slice::<Envelope>(data).ok()?;
-        let chars = env.texts().map(|t| t.chars().count() as u64);
-        env.seen = chars.fold(0, u64::saturating_add);
-        Some(env)
+        let counted = serde_json::from_slice::<Counted>(data).ok()?;
+        Some(Envelope::of(counted, self.text.is_some()))
     }
 
     fn read(&mut self, env: Envelope) {
         self.seen = self.seen.saturating_add(env.seen);
-        let texts: Vec<String> = match self.text {
-            Some(_) => env.texts().collect(),
-            None => Vec::new(),
-        };
+        let texts = env.texts;
         let (model, usage) = match env.response {
             Some(inner) => (env.model.or(inner.model), env.usage.or(inner.usage)),
             None => (env.model, env.usage),
