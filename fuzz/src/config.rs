@@ -13,6 +13,9 @@
 //!   consumer names unique;
 //! - the balancer picks an existing instance when all are available (a few picks, round
 //!   robin state kept), and `clusters::cluster_specs` answers without panicking.
+//!
+//! And the configuration's text is read as serde's derive code reads it
+//! (`config::read_twice`): the same `Raw*` values, or the same error (field and message).
 
 use envoy_ai_proxy::balancer::RoundRobin;
 use envoy_ai_proxy::clusters;
@@ -24,6 +27,10 @@ use crate::input::relaxed;
 /// The fuzz target: the whole input is the configuration (no control bytes: a seed is the
 /// configuration file as it is).
 pub fn check(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let [shape, derive] = config::read_twice(text);
+        assert_eq!(shape, derive, "read by shape, and by derive code: {text:?}");
+    }
     let parsed = config::parse(data);
     assert_eq!(parsed, config::parse(data), "parse is not deterministic");
     match parsed {

@@ -198,6 +198,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     parse_with(bytes, Secrets::Keep)
 }
 
+/// Test-only (feature `reference-derive`): `text` read as `parse` reads it, and by serde's
+/// derive code, each as what it read (`Debug`) or its error. The `config` fuzz target
+/// holds the two equal.
+#[cfg(feature = "reference-derive")]
+pub fn read_twice(text: &str) -> [Result<String, ConfigError>; 2] {
+    [read::read(text), read::read_by_derive(text)].map(|r| r.map(|raw| format!("{raw:?}")))
+}
+
 /// Parses and validates the plugin configuration, resolving `$env://` references.
 pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigError> {
     let text = std::str::from_utf8(bytes)

@@ -7,13 +7,13 @@ use serde_json::{Map, Value};
 /// silently turns a feature off. (`shape` reads every type here; test builds keep serde's
 /// derive code as the reference it is held to, `src/config/read/tests.rs`.)
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawConfig {
     pub provider: Option<String>,
     pub auth: Option<RawAuth>,
     pub options: Option<Map<String, Value>>,
-    #[cfg_attr(test, serde(rename = "override"))]
+    #[cfg_attr(any(test, feature = "reference-derive"), serde(rename = "override"))]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
     pub timeout: Option<u64>,
@@ -25,9 +25,12 @@ pub struct RawConfig {
     pub balancer: Option<RawBalancer>,
     /// Read as any JSON, told apart by `read` (as `fallback_strategy`): serde's untagged
     /// enum fails with no position in the text, so its field could not be named.
-    #[cfg_attr(test, serde(rename = "fallback_strategy"))]
+    #[cfg_attr(
+        any(test, feature = "reference-derive"),
+        serde(rename = "fallback_strategy")
+    )]
     pub fallback_strategy_json: Option<Value>,
-    #[cfg_attr(test, serde(skip))]
+    #[cfg_attr(any(test, feature = "reference-derive"), serde(skip))]
     pub fallback_strategy: Option<RawFallbackStrategy>,
     pub fallback_http_statuses: Option<Vec<u16>>,
     pub max_retries: Option<u32>,
@@ -49,24 +52,24 @@ pub struct RawConfig {
 /// `auth`: headers and query parameters added to every upstream request. Values stay
 /// `Value` here so that type errors are reported by our own code, which never echoes them.
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawAuth {
     pub header: Option<Map<String, Value>>,
     pub query: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawOverride {
     pub endpoint: Option<String>,
 }
 
 /// One entry of `instances`.
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawInstance {
     pub name: String,
     pub provider: String,
@@ -74,7 +77,7 @@ pub struct RawInstance {
     pub weight: Option<u32>,
     pub auth: Option<RawAuth>,
     pub options: Option<Map<String, Value>>,
-    #[cfg_attr(test, serde(rename = "override"))]
+    #[cfg_attr(any(test, feature = "reference-derive"), serde(rename = "override"))]
     pub override_: Option<RawOverride>,
     pub cluster: Option<String>,
     pub checks: Option<RawChecks>,
@@ -82,18 +85,18 @@ pub struct RawInstance {
 
 /// `checks` of an instance (APISIX upstream health checks).
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawChecks {
     pub active: Option<RawActive>,
     pub passive: Option<RawPassive>,
 }
 
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawActive {
-    #[cfg_attr(test, serde(rename = "type"))]
+    #[cfg_attr(any(test, feature = "reference-derive"), serde(rename = "type"))]
     pub kind: Option<String>,
     pub timeout: Option<f64>,
     pub http_path: Option<String>,
@@ -112,8 +115,8 @@ pub struct RawActive {
 }
 
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawHealthy {
     pub interval: Option<f64>,
     pub successes: Option<u32>,
@@ -121,8 +124,8 @@ pub struct RawHealthy {
 }
 
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawUnhealthy {
     pub interval: Option<f64>,
     pub http_failures: Option<u32>,
@@ -132,8 +135,8 @@ pub struct RawUnhealthy {
 }
 
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawPassive {
     pub unhealthy: Option<RawUnhealthy>,
     /// Seconds an instance stays out once tripped (not an APISIX field).
@@ -141,8 +144,8 @@ pub struct RawPassive {
 }
 
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawBalancer {
     pub algorithm: Option<String>,
     pub hash_on: Option<String>,
@@ -157,8 +160,8 @@ pub enum RawFallbackStrategy {
 }
 
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawLogging {
     pub summaries: Option<bool>,
     pub payloads: Option<bool>,
@@ -166,8 +169,8 @@ pub struct RawLogging {
 
 /// APISIX `ai-rate-limiting`.
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawRateLimiting {
     pub limit: Option<u64>,
     pub time_window: Option<u64>,
@@ -184,8 +187,8 @@ pub struct RawRateLimiting {
 
 /// `rate_limiting.service`: a rate limit service holding one budget for many Envoys.
 #[derive(Debug, Default)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawService {
     pub cluster: Option<String>,
     pub domain: Option<String>,
@@ -195,8 +198,8 @@ pub struct RawService {
 }
 
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawInstanceLimit {
     pub name: String,
     pub limit: u64,
@@ -204,8 +207,8 @@ pub struct RawInstanceLimit {
 }
 
 #[derive(Debug)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[cfg_attr(test, serde(deny_unknown_fields))]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
+#[cfg_attr(any(test, feature = "reference-derive"), serde(deny_unknown_fields))]
 pub struct RawConsumer {
     pub name: String,
     pub rate_limiting: RawRateLimiting,

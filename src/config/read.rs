@@ -28,6 +28,18 @@ pub(super) fn read(text: &str) -> Result<RawConfig, ConfigError> {
     finish(&mut de, RawConfig::from_json(json))
 }
 
+/// The same read by serde's derive code instead of the shape, a failure told the same way:
+/// the reference `read` is held to (the `config` fuzz target, through `read_twice`).
+#[cfg(feature = "reference-derive")]
+pub(super) fn read_by_derive(text: &str) -> Result<RawConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = <RawConfig as serde::Deserialize>::deserialize(&mut de).map_err(|e| {
+        let whole = e.to_string();
+        told(path_at(text, e.line(), e.column(), &whole, e.is_data()), &e)
+    })?;
+    finish(&mut de, raw)
+}
+
 /// After the object: nothing but whitespace, and `fallback_strategy` told apart.
 fn finish(
     de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
