@@ -475,3 +475,36 @@ impl<'de> Visitor<'de> for Read {
         Ok(Value::Object(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every struct the configuration reaches, once each.
+    fn shapes(kind: Kind, out: &mut Vec<&'static Shape>) {
+        match kind {
+            Seq(inner) | Opt(inner) => shapes(*inner, out),
+            Struct(s) if !out.iter().any(|o| std::ptr::eq(*o, s)) => {
+                out.push(s);
+                s.kinds.iter().for_each(|k| shapes(*k, out));
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_shape_has_a_type_for_each_field_and_fits_the_visitors_bitmask() {
+        let mut all = Vec::new();
+        shapes(Struct(&CONFIG), &mut all);
+        assert_eq!(all.len(), 15, "the Raw* structs");
+        for s in all {
+            // `zip` would drop a field without a type silently.
+            assert_eq!(s.fields.len(), s.kinds.len(), "{}", s.name);
+            // `visit_map` tells duplicates and missing fields by a bit per field.
+            assert!(s.fields.len() <= 32, "{}", s.name);
+            for (i, f) in s.fields.iter().enumerate() {
+                assert!(!s.fields[..i].contains(f), "{}.{f} twice", s.name);
+            }
+        }
+    }
+}
