@@ -30,6 +30,7 @@ use envoy_ai_proxy::config;
 use envoy_ai_proxy::effect::{Host, Input, Map};
 use envoy_ai_proxy::exchange::pick::{pick, Availability};
 use envoy_ai_proxy::exchange::{Exchange, Plugin};
+use envoy_ai_proxy::headers::Headers;
 use envoy_ai_proxy::protocol;
 use envoy_ai_proxy::root::Root;
 use envoy_ai_proxy::store::{Store, StoreError};
@@ -213,9 +214,9 @@ fn main() {
 struct BenchHost {
     now: Cell<u64>,
     store: MapStore,
-    request: Vec<(String, String)>,
+    request: Headers,
     body: Vec<u8>,
-    response: Vec<(String, String)>,
+    response: Headers,
     answer: Vec<u8>,
 }
 
@@ -252,7 +253,7 @@ impl Host for BenchHost {
     fn store(&self) -> &dyn Store {
         &self.store
     }
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
+    fn headers(&self, map: Map) -> Headers {
         match map {
             Map::Request => self.request.clone(),
             Map::Response => self.response.clone(),
@@ -265,8 +266,8 @@ impl Host for BenchHost {
         };
         Ok(b[..size.min(b.len())].to_vec())
     }
-    fn callout_answer(&self, _: usize) -> (Vec<(String, String)>, Vec<u8>) {
-        (Vec::new(), Vec::new())
+    fn callout_answer(&self, _: usize) -> (Headers, Vec<u8>) {
+        (Headers::default(), Vec::new())
     }
     fn grpc_answer(&self, _: usize) -> Vec<u8> {
         Vec::new()
@@ -279,10 +280,8 @@ impl Host for BenchHost {
     }
 }
 
-fn pairs(h: &[(&str, &str)]) -> Vec<(String, String)> {
-    h.iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
+fn pairs(h: &[(&str, &str)]) -> Headers {
+    Headers::from_pairs(h)
 }
 
 /// One request through the whole exchange (headers, body, answer headers and body, log), as

@@ -8,10 +8,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use crate::effect::{Effect, Input, Map, Out, Step};
-
-/// A header map as the host reads and writes it: (name, value) pairs in order, names lower
-/// case.
-pub type Headers = Vec<(String, String)>;
+use crate::headers::Edit;
+pub use crate::headers::Headers;
 
 /// Whether an effect edits the request's header map.
 pub fn is_request_edit(effect: &Effect) -> bool {
@@ -21,16 +19,13 @@ pub fn is_request_edit(effect: &Effect) -> bool {
     )
 }
 
-/// Applies one request-header edit to `map` as Envoy applies it: a set replaces every value
-/// of the name with one, last; a remove drops every value. Other effects change nothing.
-pub fn apply(map: &mut Headers, effect: &Effect) {
+/// A request-header edit as the map's edit (Envoy's: a set replaces every value of the
+/// name with one, last; a remove drops every value); `None` for any other effect.
+fn edit(effect: &Effect) -> Option<Edit<'_>> {
     match effect {
-        Effect::SetHeader(Map::Request, name, value) => {
-            map.retain(|(n, _)| n != name);
-            map.push((name.clone(), value.clone()));
-        }
-        Effect::RemoveHeader(Map::Request, name) => map.retain(|(n, _)| n != name),
-        _ => {}
+        Effect::SetHeader(Map::Request, name, value) => Some(Edit::Set(name, value)),
+        Effect::RemoveHeader(Map::Request, name) => Some(Edit::Remove(name)),
+        _ => None,
     }
 }
 
@@ -42,14 +37,8 @@ pub fn fold(effects: &mut Vec<Effect>, map: Option<&Headers>) -> Option<Headers>
     if effects.iter().filter(|e| is_request_edit(e)).count() < 2 {
         return None;
     }
-    let mut out = map.clone();
-    effects.retain(|e| {
-        let edit = is_request_edit(e);
-        if edit {
-            apply(&mut out, e);
-        }
-        !edit
-    });
+    let out = map.edited(effects.iter().filter_map(edit));
+    effects.retain(|e| !is_request_edit(e));
     Some(out)
 }
 
@@ -128,8 +117,8 @@ impl Kept {
         if let Effect::FilterState(name, value) = effect {
             return !self.states.iter().any(|(n, v)| n == name && v == value);
         }
-        if let Some(map) = self.request.as_mut() {
-            apply(map, effect);
+        if let (Some(map), Some(edit)) = (self.request.as_mut(), edit(effect)) {
+            *map = map.edited([edit]);
         }
         true
     }
@@ -148,7 +137,7 @@ mod tests {
 
     #[test]
     fn edits_fold_into_the_map_envoy_would_have() {
-        let map = pairs(&[
+        let map = Headers::from_pairs(&[
             (":path", "/v1/chat/completions"),
             (":authority", "gw"),
             ("accept-encoding", "gzip"),
@@ -168,7 +157,7 @@ mod tests {
         ];
         let folded = fold(&mut effects, Some(&map)).unwrap();
         assert_eq!(
-            folded,
+            folded.to_pairs(),
             pairs(&[
                 (":path", "/v1/chat/completions"),
                 ("x-ai-proxy-cluster", "openai"),
@@ -199,9 +188,9 @@ mod tests {
         assert!(kept.needed(&model("a")));
         assert!(kept.needed(&Effect::state("llm_api", "b")));
         // Header edits always go, and keep the map up to date.
-        kept.request = Some(pairs(&[("a", "1")]));
+        kept.request = Some(Headers::from_pairs(&[("a", "1")]));
         assert!(kept.needed(&Effect::RemoveHeader(Map::Request, "a".into())));
-        assert_eq!(kept.request, Some(Vec::new()));
+        assert_eq!(kept.request, Some(Headers::default()));
     }
 
     /// A host that records what it was asked to do and fails effects named in `fail`.
@@ -237,7 +226,7 @@ mod tests {
     fn drive_writes_the_map_once_and_each_state_value_once_and_feeds_back() {
         let host = Recorder::default();
         let kept = RefCell::new(Kept {
-            request: Some(pairs(&[(":path", "/")])),
+            request: Some(Headers::from_pairs(&[(":path", "/")])),
             ..Kept::default()
         });
         let mut fed = Vec::new();
@@ -265,7 +254,7 @@ mod tests {
             done[3].contains("llm_api"),
             "the repeated llm_model is not written again"
         );
-        assert_eq!(kept.borrow().request.as_ref().map(Vec::len), Some(3));
+        assert_eq!(kept.borrow().request.as_ref().map(Headers::len), Some(3));
     }
 
     #[test]
@@ -305,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_single_edit_or_an_unknown_map_is_left_alone() {
-        let map = pairs(&[(":path", "/")]);
+        let map = Headers::from_pairs(&[(":path", "/")]);
         let one = vec![Effect::RemoveHeader(Map::Request, "x".into())];
         let mut effects = one.clone();
         assert_eq!(fold(&mut effects, Some(&map)), None);

@@ -2,6 +2,7 @@
 //! the core (`Input`), what the core may read on demand (`Host`), and what it asks the host
 //! to do (`Effect`), as plain values. The host applies effects in order and decides nothing.
 
+use crate::headers::Headers;
 use crate::metrics::Kind;
 use crate::store::Store;
 
@@ -22,12 +23,12 @@ pub trait Host {
     /// Envoy's shared data.
     fn store(&self) -> &dyn Store;
     /// Every header of a map, names lower-case (one read of the whole map).
-    fn headers(&self, map: Map) -> Vec<(String, String)>;
+    fn headers(&self, map: Map) -> Headers;
     /// The first `size` bytes of the body (the buffered request, or the current response
     /// chunk, or the whole buffered response).
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String>;
     /// The headers and body of the callout answer being delivered.
-    fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>);
+    fn callout_answer(&self, body_size: usize) -> (Headers, Vec<u8>);
     /// The message of the gRPC answer being delivered.
     fn grpc_answer(&self, size: usize) -> Vec<u8>;
     /// An Envoy attribute (`response.code_details`, `source.address`, `request.id`, ...).

@@ -54,6 +54,7 @@ pub mod effect;
 pub(crate) mod error;
 pub mod exchange;
 pub(crate) mod fallback;
+pub mod headers;
 pub(crate) mod health;
 pub mod metrics;
 pub(crate) mod outcome;

@@ -114,11 +114,7 @@ impl Root {
             } => prober.dispatched(index, result, &p.config, &p.scope, host.store()),
             Input::CalloutAnswer { token, body_size } => {
                 let (headers, body) = host.callout_answer(body_size.min(MAX_PROBE_ANSWER));
-                let status = headers
-                    .iter()
-                    .find(|(n, _)| n == ":status")
-                    .and_then(|(_, v)| v.parse::<u32>().ok())
-                    .unwrap_or(0);
+                let status = headers.status();
                 let probed = prober.answer(token, status, &body, &p.config, &p.scope, host.store());
                 if let (Some(index), true) = (probed, (200..300).contains(&status)) {
                     return Out::go(probe_usage(&p, index, &body, host));

@@ -7,11 +7,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::effect::{Callout, Effect, Host, Input, LocalReply, Map, Out, Step};
+use crate::headers::Headers;
+
+type Pairs = Vec<(String, String)>;
 use crate::metrics::Kind;
 use crate::store::mem::Mem;
 use crate::store::Store;
-
-type Headers = Vec<(String, String)>;
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -21,7 +22,7 @@ pub struct FakeHost {
     pub request_body: RefCell<Vec<u8>>,
     pub response_headers: RefCell<Vec<(String, String)>>,
     pub response_body: RefCell<Vec<u8>>,
-    pub callout_answer: RefCell<(Headers, Vec<u8>)>,
+    pub callout_answer: RefCell<(Pairs, Vec<u8>)>,
     pub grpc_answer: RefCell<Vec<u8>>,
     /// The paused request was resumed.
     pub resumed: Cell<bool>,
@@ -48,8 +49,8 @@ impl Host for FakeHost {
     fn store(&self) -> &dyn Store {
         &self.store
     }
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
-        self.map(map).borrow().clone()
+    fn headers(&self, map: Map) -> Headers {
+        Headers::from_pairs(&self.map(map).borrow())
     }
     fn body(&self, map: Map, size: usize) -> Result<Vec<u8>, String> {
         let b = match map {
@@ -58,8 +59,9 @@ impl Host for FakeHost {
         };
         Ok(b.get(..size.min(b.len())).unwrap_or(&[]).to_vec())
     }
-    fn callout_answer(&self, _body_size: usize) -> (Vec<(String, String)>, Vec<u8>) {
-        self.callout_answer.borrow().clone()
+    fn callout_answer(&self, _body_size: usize) -> (Headers, Vec<u8>) {
+        let (headers, body) = &*self.callout_answer.borrow();
+        (Headers::from_pairs(headers), body.clone())
     }
     fn grpc_answer(&self, size: usize) -> Vec<u8> {
         let m = self.grpc_answer.borrow();

@@ -61,23 +61,23 @@ pub fn envoy_level(level: log::Level) -> u32 {
 
 /// The ABI's header map encoding: count, (name length, value length) pairs, then each name
 /// and value followed by a NUL byte.
-pub fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
+pub fn serialize_map<N: AsRef<[u8]>, V: AsRef<[u8]>>(map: &[(N, V)]) -> Vec<u8> {
     let size = map.iter().fold(4usize, |acc, (n, v)| {
-        acc.saturating_add(n.len())
-            .saturating_add(v.len())
+        acc.saturating_add(n.as_ref().len())
+            .saturating_add(v.as_ref().len())
             .saturating_add(10)
     });
     let mut bytes = Vec::with_capacity(size);
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     bytes.extend_from_slice(&len32(map.len()));
     for (name, value) in map {
-        bytes.extend_from_slice(&len32(name.len()));
-        bytes.extend_from_slice(&len32(value.len()));
+        bytes.extend_from_slice(&len32(name.as_ref().len()));
+        bytes.extend_from_slice(&len32(value.as_ref().len()));
     }
     for (name, value) in map {
-        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(name.as_ref());
         bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
+        bytes.extend_from_slice(value.as_ref());
         bytes.push(0);
     }
     bytes
@@ -153,7 +153,7 @@ mod tests {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         assert_eq!(back, want);
-        assert_eq!(deserialize_map(&serialize_map(&[])), vec![]);
+        assert_eq!(deserialize_map(&serialize_map::<&str, &str>(&[])), vec![]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::effect::{Effect, Host, Input, LocalReply, Out, Purpose};
 use crate::error::ProxyError;
 use crate::fallback::Failure;
+use crate::headers::Headers;
 use crate::health;
 use crate::metrics::Models;
 use crate::outcome::Cause;
@@ -170,7 +171,7 @@ struct Held {
 /// retry an answer.
 struct Retry {
     body: Vec<u8>,
-    client_headers: Vec<(String, String)>,
+    client_headers: Headers,
     tried: Vec<bool>,
     failures: Vec<Failure>,
     /// Failures already counted in the fallback metric.
@@ -195,7 +196,7 @@ pub struct Exchange {
     /// The API the path named (`None`: the body decides).
     api: Option<ApiKind>,
     /// Client headers as sent, when a fallback may need them.
-    client_headers: Vec<(String, String)>,
+    client_headers: Headers,
     retry: Option<Retry>,
     /// What is known of the quotas (with limits).
     admission: Option<Admission>,
@@ -219,7 +220,7 @@ impl Exchange {
             chunked: false,
             client_path: String::new(),
             api: None,
-            client_headers: Vec::new(),
+            client_headers: Headers::default(),
             retry: None,
             admission: None,
             acct: Accounting::default(),

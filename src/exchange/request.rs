@@ -9,6 +9,7 @@ use crate::body::BodyError;
 use crate::config::Config;
 use crate::effect::{Effect, Host, Map, Out};
 use crate::error::ProxyError;
+use crate::headers::Headers;
 use crate::protocol::api::{self, Route};
 use crate::protocol::{self, Request, Upstream};
 use crate::text::num;
@@ -69,24 +70,16 @@ fn is_json_media_type(ct: &str) -> bool {
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
-/// A header of a map read whole (names are lower case).
-pub fn header_in<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// Request attributes for the consistent-hashing key: the request's headers, and the
 /// client address (read only when the key needs it).
 struct Attrs<'h> {
-    headers: &'h [(String, String)],
+    headers: &'h Headers,
     host: &'h dyn Host,
 }
 
 impl RequestAttrs for Attrs<'_> {
     fn header(&self, name: &str) -> Option<String> {
-        header_in(self.headers, name).map(str::to_string)
+        self.headers.get(name).map(str::to_string)
     }
 
     fn source_address(&self) -> Option<String> {
@@ -121,7 +114,7 @@ impl Exchange {
         let config = &plugin.config;
         // One read of the whole map: each host read costs about as much as a dozen writes.
         let headers = host.headers(Map::Request);
-        let get = |name: &str| header_in(&headers, name);
+        let get = |name: &str| headers.get(name);
         self.client_path = get(":path").unwrap_or("").to_string();
         let method = get(":method").unwrap_or("");
         match api::route(&self.client_path) {
@@ -437,7 +430,7 @@ fn forwardable(name: &str, config: &Config, up: &Upstream<'_>) -> bool {
 pub fn callout_headers(
     config: &Config,
     up: &Upstream<'_>,
-    client_headers: &[(String, String)],
+    client_headers: &Headers,
     body_len: usize,
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = vec![
@@ -449,7 +442,7 @@ pub fn callout_headers(
         client_headers
             .iter()
             .filter(|(n, _)| forwardable(n, config, up))
-            .cloned(),
+            .map(|(n, v)| (n.to_string(), v.to_string())),
     );
     out.extend(up.auth_headers.iter().cloned());
     out.extend(preset_headers(up).map(|(n, v)| (n.to_string(), v.to_string())));
@@ -532,7 +525,7 @@ mod tests {
         .unwrap();
         let req = protocol::read_request(br#"{"messages":[]}"#, &c, None).unwrap();
         let up = protocol::shape(&c.instances[1], &req).unwrap();
-        let client = crate::testing::pairs(&[
+        let client = Headers::from_pairs(&[
             (":path", "/v1/chat/completions"),
             (":authority", "gw"),
             ("authorization", "Bearer client"),

@@ -4,7 +4,7 @@
 
 use super::account::Answer;
 use super::pick::{pick, Availability};
-use super::request::{callout_headers, header_in};
+use super::request::callout_headers;
 use super::{Exchange, Held, Phase, Plugin, Retry};
 use crate::effect::{Callout, Effect, Host, Map, Out, Purpose};
 use crate::fallback::{self, Failure, GiveUp};
@@ -19,12 +19,6 @@ fn reasons(failures: &[Failure]) -> String {
         .map(|f| f.reason.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn status_of(headers: &[(String, String)]) -> u32 {
-    header_in(headers, ":status")
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(0)
 }
 
 /// The headers of a callout's answer that may be replayed to the client: Envoy frames the
@@ -50,20 +44,22 @@ impl Exchange {
         };
         // One read of the whole map (see the request side).
         let headers = host.headers(Map::Response);
-        let status = status_of(&headers);
+        let status = headers.status();
         // Envoy's own replies are 503 or 504: only then does the detail tell them apart.
         let details = (status >= 500)
             .then(|| host.property(&["response", "code_details"]))
             .flatten()
             .map(|d| String::from_utf8_lossy(&d).into_owned());
         let cause = outcome::of_route(status, details.as_deref());
-        let retry_after = header_in(&headers, "retry-after").and_then(fallback::retry_after_secs);
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(fallback::retry_after_secs);
         plugin.observe(index, cause, retry_after, host);
         let held = Held {
             index,
             status,
             cause,
-            content_type: header_in(&headers, "content-type").map(str::to_string),
+            content_type: headers.get("content-type").map(str::to_string),
             end_of_stream,
         };
         if self.retry.is_some() && plugin.config.fallback.is_retriable(status) {
@@ -385,11 +381,13 @@ impl Exchange {
             return Out::go(Vec::new());
         }
         let (headers, body) = host.callout_answer(body_size);
-        let status = status_of(&headers);
+        let status = headers.status();
         let cause = outcome::of_callout(status, &body);
-        let retry_after = header_in(&headers, "retry-after").and_then(fallback::retry_after_secs);
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(fallback::retry_after_secs);
         plugin.observe(index, cause, retry_after, host);
-        let content_type = header_in(&headers, "content-type").map(str::to_string);
+        let content_type = headers.get("content-type").map(str::to_string);
         if status == 0 || plugin.config.fallback.is_retriable(status) {
             let failure = Failure {
                 instance: index,
@@ -427,8 +425,9 @@ impl Exchange {
         effects.extend(self.completed(plugin, host));
         let quota = self.answer_quota_headers(plugin, index);
         let replay: Vec<(String, String)> = headers
-            .into_iter()
+            .iter()
             .filter(|(n, _)| replayable_response_header(n))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
             .chain(quota)
             .collect();
         let mut reply = self.send(status, replay, out.unwrap_or(body));

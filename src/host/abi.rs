@@ -6,7 +6,8 @@
 use std::fmt;
 use std::ptr::{null, null_mut};
 
-use crate::wire::{deserialize_map, serialize_map};
+use crate::headers::Headers;
+use crate::wire::serialize_map;
 
 /// A host status other than Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,19 +104,19 @@ pub fn remove_header(map: u32, name: &str) -> Result<(), Status> {
 }
 
 /// Every header of a map, in order.
-pub fn headers(map: u32) -> Result<Vec<(String, String)>, Status> {
+pub fn headers(map: u32) -> Result<Headers, Status> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: the host writes to live locals.
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
     Ok(take(status, data, size)?
-        .map(|bytes| deserialize_map(&bytes))
+        .map(Headers::from_wire)
         .unwrap_or_default())
 }
 
-/// Replaces a whole header map with these pairs (one call for many edits).
-pub fn set_headers(map: u32, pairs: &[(&str, &str)]) -> Result<(), Status> {
-    let bytes = serialize_map(pairs);
+/// Replaces a whole header map (one call for many edits).
+pub fn set_headers(map: u32, headers: &Headers) -> Result<(), Status> {
+    let bytes = headers.wire();
     // SAFETY: pointer and length describe a live buffer.
     check(unsafe { proxy_set_header_map_pairs(map, bytes.as_ptr(), bytes.len()) })
 }
@@ -208,7 +209,7 @@ pub fn set_buffer(buffer: u32, start: usize, size: usize, value: &[u8]) -> Resul
     check(unsafe { proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len()) })
 }
 
-pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Status> {
+pub fn send_response(status: u32, headers: &[(String, String)], body: &[u8]) -> Result<(), Status> {
     let map = serialize_map(headers);
     // SAFETY: pointers and lengths describe live buffers; no status details are sent.
     check(unsafe {
@@ -249,12 +250,12 @@ pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
 /// Sends an HTTP request to a cluster; its token comes back with the answer.
 pub fn http_call(
     cluster: &str,
-    headers: &[(&str, &str)],
+    headers: &[(String, String)],
     body: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, Status> {
     let map = serialize_map(headers);
-    let trailers = serialize_map(&[]);
+    let trailers = serialize_map::<&str, &str>(&[]);
     let body = body.unwrap_or_default();
     let mut token = 0u32;
     // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
@@ -280,7 +281,7 @@ pub fn grpc_call(
     cluster: &str,
     service: &str,
     method: &str,
-    metadata: &[(&str, &str)],
+    metadata: &[(String, String)],
     message: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, Status> {

@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 use crate::ablate;
 use crate::batch::{self, Kept};
 use crate::effect::{Effect, Host, Input, Map, Out, Step};
+use crate::headers::Headers;
 use crate::metrics::{Kind, Registry};
 use crate::root::Root;
 use crate::store::{Store, StoreError};
@@ -85,7 +86,7 @@ impl Host for Env {
     fn store(&self) -> &dyn Store {
         &SharedData
     }
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
+    fn headers(&self, map: Map) -> Headers {
         let headers = abi::headers(header_map(map)).unwrap_or_default();
         if map == Map::Request {
             self.kept.borrow_mut().request = Some(headers.clone());
@@ -100,7 +101,7 @@ impl Host for Env {
             .map(Option::unwrap_or_default)
             .map_err(|s| s.to_string())
     }
-    fn callout_answer(&self, body_size: usize) -> (Vec<(String, String)>, Vec<u8>) {
+    fn callout_answer(&self, body_size: usize) -> (Headers, Vec<u8>) {
         let headers = abi::headers(CALL_RESPONSE_HEADERS).unwrap_or_default();
         (headers, abi::bytes(CALL_RESPONSE_BODY, body_size))
     }
@@ -119,10 +120,6 @@ impl Host for Env {
     }
 }
 
-fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
-    h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
-}
-
 impl batch::Apply for Env {
     fn apply(&self, effect: &Effect) -> Result<Option<Input>, String> {
         let done = match effect {
@@ -131,7 +128,7 @@ impl batch::Apply for Env {
             Effect::ReplaceBody { map, size, bytes } => {
                 abi::set_buffer(body_buffer(*map), 0, *size, bytes)
             }
-            Effect::Reply(r) => abi::send_response(r.status, &pairs(&r.headers), &r.body),
+            Effect::Reply(r) => abi::send_response(r.status, &r.headers, &r.body),
             Effect::FilterState(n, v) => abi::set_property(n, v.as_bytes()),
             Effect::Metric { kind, name, value } => metric(*kind, name, *value),
             Effect::TickPeriod(ms) => abi::set_tick_period_ms(*ms),
@@ -140,11 +137,11 @@ impl batch::Apply for Env {
                 // Envoy's refusals come back as values, named as the SDK named them.
                 let (cluster, body) = (&c.cluster, c.body.as_deref());
                 let timeout = u32::try_from(c.timeout_ms).unwrap_or(u32::MAX);
-                let headers = pairs(&c.headers);
+                let headers = &c.headers[..];
                 let result = match &c.grpc {
-                    None => abi::http_call(cluster, &headers, body, timeout),
+                    None => abi::http_call(cluster, headers, body, timeout),
                     Some(g) => {
-                        abi::grpc_call(cluster, &g.service, &g.method, &headers, body, timeout)
+                        abi::grpc_call(cluster, &g.service, &g.method, headers, body, timeout)
                     }
                 };
                 if let Ok(token) = result {
@@ -162,7 +159,7 @@ impl batch::Apply for Env {
     }
 
     fn set_request_headers(&self, map: &batch::Headers) -> Result<(), String> {
-        abi::set_headers(header_map(Map::Request), &pairs(map)).map_err(|s| s.to_string())
+        abi::set_headers(header_map(Map::Request), map).map_err(|s| s.to_string())
     }
 }
 
