@@ -60,14 +60,16 @@ fn too_large(config: &Config) -> ProxyError {
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.
+/// Compared ignoring ASCII case in place (no lower-case copy per request).
 fn is_json_media_type(ct: &str) -> bool {
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+    let media = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    let is = |part: Option<&[u8]>, want: &[u8]| part.is_some_and(|p| p.eq_ignore_ascii_case(want));
+    is(Some(media), b"application/json")
+        || (is(media.get(..12), b"application/")
+            && is(
+                media.len().checked_sub(5).and_then(|at| media.get(at..)),
+                b"+json",
+            ))
 }
 
 /// Request attributes for the consistent-hashing key: the request's headers, and the
@@ -454,6 +456,39 @@ pub fn callout_headers(
 mod tests {
     use super::*;
     use crate::config;
+
+    #[test]
+    fn json_media_types_read_as_by_a_lower_case_copy() {
+        let by_copy = |ct: &str| {
+            let media = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            media == "application/json"
+                || (media.starts_with("application/") && media.ends_with("+json"))
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x",
+            "APPLICATION/VND.API+JSON",
+            "application/+json",
+            "application/json+",
+            "application/jsonx",
+            "applicationjson",
+            "application/",
+            "+json",
+            "text/plain",
+            "ápplication/json",
+            "application/x+jsón",
+            "",
+            ";",
+        ] {
+            assert_eq!(is_json_media_type(ct), by_copy(ct), "{ct:?}");
+        }
+    }
 
     #[test]
     fn head_checks() {
