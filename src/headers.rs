@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::wire::{deserialize_map, serialize_map};
+use crate::wire::serialize_map;
 
 /// A header map: pairs in order, in the ABI's encoding. Always well formed (count, sizes,
 /// each name and value followed by a NUL, nothing after) and valid UTF-8 in every name and
@@ -40,10 +40,12 @@ impl Headers {
     /// valid (`from_utf8_lossy`).
     pub fn from_wire(wire: Vec<u8>) -> Headers {
         if well_formed(&wire) {
-            Headers { wire }
-        } else {
-            Headers::from_pairs(&deserialize_map(&wire))
+            return Headers { wire };
         }
+        let pairs: Vec<_> = Pairs::over(&wire)
+            .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+            .collect();
+        Headers::from_pairs(&pairs)
     }
 
     /// A map of these pairs, in order.
@@ -120,13 +122,7 @@ impl Headers {
 
     /// Every pair as bytes, read by the sizes at the front.
     fn raw(&self) -> Pairs<'_> {
-        let count = self.len();
-        Pairs {
-            wire: &self.wire,
-            next: 0,
-            count,
-            data: count.saturating_mul(8).saturating_add(4),
-        }
+        Pairs::over(&self.wire)
     }
 }
 
@@ -154,6 +150,21 @@ struct Pairs<'w> {
     count: usize,
     /// Where the next name starts.
     data: usize,
+    /// Whether every name and value read so far was followed by a NUL.
+    nul: bool,
+}
+
+impl<'w> Pairs<'w> {
+    fn over(wire: &'w [u8]) -> Pairs<'w> {
+        let count = u32_at(wire, 0).unwrap_or(0);
+        Pairs {
+            wire,
+            next: 0,
+            count,
+            data: count.saturating_mul(8).saturating_add(4),
+            nul: true,
+        }
+    }
 }
 
 impl<'w> Iterator for Pairs<'w> {
@@ -171,6 +182,7 @@ impl<'w> Iterator for Pairs<'w> {
         let value_end = value_start.checked_add(value_len)?;
         let name = self.wire.get(self.data..name_end)?;
         let value = self.wire.get(value_start..value_end)?;
+        self.nul &= self.wire.get(name_end) == Some(&0) && self.wire.get(value_end) == Some(&0);
         self.data = value_end.checked_add(1)?;
         self.next = self.next.checked_add(1)?;
         Some((name, value))
@@ -184,33 +196,13 @@ fn well_formed(wire: &[u8]) -> bool {
     let Some(count) = u32_at(wire, 0) else {
         return false;
     };
-    let Some(data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-        return false;
-    };
-    let mut at = data;
-    for i in 0..count {
-        let Some(sizes) = i.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-            return false;
-        };
-        let (Some(name_len), Some(value_len)) = (
-            u32_at(wire, sizes),
-            sizes.checked_add(4).and_then(|s| u32_at(wire, s)),
-        ) else {
-            return false;
-        };
-        for len in [name_len, value_len] {
-            let Some(end) = at.checked_add(len) else {
-                return false;
-            };
-            if wire.get(end) != Some(&0) {
-                return false;
-            }
-            at = end.saturating_add(1);
-        }
-    }
-    at == wire.len()
+    let mut pairs = Pairs::over(wire);
+    let read = pairs.by_ref().count();
+    read == count
+        && pairs.nul
+        && pairs.data == wire.len()
         && wire
-            .get(data..)
+            .get(count.saturating_mul(8).saturating_add(4)..)
             .is_some_and(|d| std::str::from_utf8(d).is_ok())
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testing::pairs;
+use crate::wire::deserialize_map;
 
 /// The edits applied one by one to owned pairs, as the filter did before this type.
 fn edited_by_hand(map: &[(String, String)], edits: &[Edit<'_>]) -> Vec<(String, String)> {
