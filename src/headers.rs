@@ -96,7 +96,8 @@ impl Headers {
         self.raw().map(|(n, v)| (text(n), text(v)))
     }
 
-    /// Every pair as owned strings.
+    /// Every pair as owned strings (for tests' comparisons).
+    #[cfg(test)]
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         self.iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
