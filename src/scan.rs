@@ -2,7 +2,8 @@
 //! object exactly as serde_json does and locates its top-level members, skipping the
 //! contents of strings many bytes at a time (`scan/simd.rs` in the wasm build: sixteen bytes
 //! a test, the first that ends the run found from the test's bit mask, long ASCII runs 256
-//! bytes a test; `scan/words.rs` elsewhere). The same pass notes whether the body is all
+//! bytes a test, and in text dense in escapes (code) the short escapes passed over a block
+//! at a time; `scan/words.rs` elsewhere). The same pass notes whether the body is all
 //! ASCII, so only a body that is not is checked for UTF-8 afterwards. Bodies are mostly long
 //! strings (messages), so this is where a large body's time goes. The unit tests run in the
 //! wasm build too, and the wasm path is tested through Envoy
@@ -28,13 +29,29 @@ fn special(b: u8) -> bool {
     b == b'"' || b == b'\\' || b < 0x20
 }
 
+/// The length of the escape whose backslash is at `i` (2, or 6 for `\uXXXX`), when it is
+/// one of JSON's, whole in `b`. serde_json takes any four hex digits after `\u` (a lone
+/// surrogate too) when it only validates.
+fn escape_len(b: &[u8], i: usize) -> Option<u8> {
+    match *b.get(i.checked_add(1)?)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
+        b'u' => {
+            let hex = b.get(i.checked_add(2)?..i.checked_add(6)?)?;
+            hex.iter().all(u8::is_ascii_hexdigit).then_some(6)
+        }
+        _ => None,
+    }
+}
+
 /// The `&[u8; N]` at `i` in `b`, when `b` holds one there.
 fn array<const N: usize>(b: &[u8], i: usize) -> Option<&[u8; N]> {
     b.get(i..i.checked_add(N)?)?.try_into().ok()
 }
 
 // `lanes::skip(b, i)`: from `i`, the index of the first byte that ends plain string content
-// (or `b.len()`), and whether the bytes before it are ASCII.
+// (or `b.len()`), and whether the bytes before it are ASCII. `lanes::escapes(b, i)`: from a
+// backslash at `i`, where the escapes and plain bytes it could pass over end (`i` when it
+// passed over none), and whether those bytes are ASCII.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[path = "scan/simd.rs"]
 mod lanes;
@@ -85,6 +102,22 @@ impl Cursor<'_> {
         self.ascii &= ascii;
     }
 
+    /// From a backslash: its escape, and (in the wasm build) the escapes and plain bytes
+    /// after it a block at a time: where one escape is, more are likely (code). Out of
+    /// `string`, so the loop over long runs there is compiled as it was.
+    #[inline(never)]
+    fn escapes(&mut self) -> Option<()> {
+        let (i, ascii) = lanes::escapes(self.b, self.i);
+        if i == self.i {
+            let len = escape_len(self.b, self.i)?;
+            self.i = self.i.saturating_add(usize::from(len));
+        } else {
+            self.i = i;
+            self.ascii &= ascii;
+        }
+        Some(())
+    }
+
     /// A string, from its opening quote; returns whether it had an escape.
     fn string(&mut self) -> Option<bool> {
         self.eat(b'"')?;
@@ -98,20 +131,7 @@ impl Cursor<'_> {
                 }
                 b'\\' => {
                     escaped = true;
-                    self.bump();
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.bump(),
-                        b'u' => {
-                            self.bump();
-                            for _ in 0..4 {
-                                if !self.peek()?.is_ascii_hexdigit() {
-                                    return None;
-                                }
-                                self.bump();
-                            }
-                        }
-                        _ => return None,
-                    }
+                    self.escapes()?;
                 }
                 // A control character.
                 _ => return None,

@@ -451,6 +451,77 @@ async fn a_special_byte_anywhere_in_a_long_string_is_read_exactly() {
     assert_eq!(mock.count(), forwarded);
 }
 
+/// Text dense in escapes (code, as agents send it): the wasm build passes over its short
+/// escapes (`\n`, `\"`, ...) a block at a time. Whatever else is in such text (an escape
+/// it leaves to the byte-by-byte reading, one that is not JSON's, a control character, a
+/// byte that is not UTF-8, a character that is not ASCII) is found at every offset of a
+/// block, between escapes, as serde_json finds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn code_dense_in_escapes_is_read_exactly() {
+    let (mock, envoy) = gpt_4o_envoy().await;
+    let c = envoy.client();
+    let url = envoy.url("/v1/chat/completions");
+    // One line of code as JSON spells it: 50 bytes, 4 escapes.
+    let line: &[u8] = br#"    let name = format!(\"{}-{}\", key, value);\n\t"#;
+    // Where a line can be cut without splitting an escape.
+    let cuts: Vec<usize> = (0..line.len())
+        .filter(|&k| k == 0 || line[k - 1] != b'\\')
+        .step_by(4)
+        .collect();
+    let kinds: [(&[u8], bool); 8] = [
+        (b"\\\\\\n", true),
+        (b"\\u00e9", true),
+        ("\u{e9}".as_bytes(), true),
+        (b"\\/\\b\\f\\r", true),
+        (b"\\x", false),
+        (b"\\u12G4", false),
+        (b"\x01", false),
+        (b"\xff", false),
+    ];
+    let mut forwarded = 0;
+    let cases = kinds.iter().flat_map(|&kind| {
+        let cuts = &cuts;
+        (0..16).flat_map(move |align| {
+            cuts.iter()
+                .flat_map(move |&cut| [false, true].map(|last| (kind, align, cut, last)))
+        })
+    });
+    for ((special, valid), align, cut, last) in cases {
+        // Between escapes, or last: right before the string's closing quote, in the block
+        // where escapes were just passed over.
+        let mut content = vec![b'x'; align];
+        content.extend(line.repeat(3));
+        content.extend_from_slice(&line[..cut]);
+        content.extend_from_slice(special);
+        if !last {
+            content.extend_from_slice(&line[cut..]);
+            content.extend(line.repeat(3));
+        }
+        let mut body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":""#.to_vec();
+        body.extend_from_slice(&content);
+        body.extend_from_slice(br#""}]}"#);
+        let resp = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let what = format!(
+            "{:?} after {align} + 3 lines + {cut}, last: {last}",
+            String::from_utf8_lossy(special)
+        );
+        if valid {
+            assert_eq!(resp.status(), 200, "{what}");
+            forwarded += 1;
+            assert_eq!(mock.last().unwrap().body, body, "{what}");
+        } else {
+            assert_error(resp, 400, "invalid_json").await;
+        }
+    }
+    assert_eq!(mock.count(), forwarded);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_errors_pass_through() {
     let mock = MockLlm::start().await.unwrap();

@@ -261,3 +261,177 @@ fn code_takes_the_fast_path_with_the_same_members() {
         assert!(same(body.as_bytes()), "{n} lines");
     }
 }
+
+/// A string read a byte at a time from its opening quote at `i`, as the scan read it before
+/// escapes were passed over in blocks: the index after its closing quote, whether it had an
+/// escape, and whether its content is ASCII; `None` where the scan must refuse it.
+fn string_by_bytes(b: &[u8], i: usize) -> Option<(usize, bool, bool)> {
+    let (mut i, mut escaped, mut ascii) = (i + 1, false, true);
+    (*b.get(i - 1)? == b'"').then_some(())?;
+    loop {
+        let c = *b.get(i)?;
+        i += 1;
+        match c {
+            b'"' => return Some((i, escaped, ascii)),
+            b'\\' => {
+                escaped = true;
+                match *b.get(i)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
+                    b'u' => {
+                        let hex = b.get(i + 1..i + 5)?;
+                        hex.iter().all(u8::is_ascii_hexdigit).then_some(())?;
+                        i += 5;
+                    }
+                    _ => return None,
+                }
+            }
+            0..=0x1f => return None,
+            _ => ascii &= c.is_ascii(),
+        }
+    }
+}
+
+/// The cursor's reading of the string at `i`, in the same terms.
+fn string_by_cursor(b: &[u8], i: usize) -> Option<(usize, bool, bool)> {
+    let mut c = Cursor { b, i, ascii: true };
+    let escaped = c.string()?;
+    Some((c.i, escaped, c.ascii))
+}
+
+#[test]
+fn escapes_at_every_offset_are_read_as_byte_by_byte() {
+    // One escape (valid, invalid, or cut by the body's end) at every offset of a long
+    // string, after ASCII and after non-ASCII content, from every alignment of a block: the
+    // wasm build passes over escapes inside its blocks, and where one crosses a block's
+    // edge it goes on after it.
+    let pieces: [&[u8]; 16] = [
+        b"\\n",
+        b"\\\"",
+        b"\\\\",
+        b"\\/",
+        b"\\b",
+        b"\\f",
+        b"\\r",
+        b"\\t",
+        b"\\u00e9",
+        b"\\uD83D",
+        b"\\uABCDx",
+        b"\\\\\"",
+        b"\\x",
+        b"\\u12G4",
+        b"\\u12",
+        b"\\\n",
+    ];
+    for lead in [&b"x"[..], "é".as_bytes()] {
+        let content: Vec<u8> = lead.iter().copied().cycle().take(80).collect();
+        for piece in pieces {
+            for at in (0..=80).step_by(lead.len()) {
+                for pad in 0..16 {
+                    let mut s = vec![b' '; pad];
+                    s.push(b'"');
+                    s.extend(&content[..at]);
+                    s.extend(piece);
+                    s.extend(&content[at..]);
+                    let whole = [&s[..], b"\"}"].concat();
+                    assert_eq!(
+                        string_by_cursor(&whole, pad),
+                        string_by_bytes(&whole, pad),
+                        "{:?}",
+                        String::from_utf8_lossy(&whole)
+                    );
+                    // Cut right after the piece: an escape at the body's end.
+                    let cut = &s[..pad + 1 + at + piece.len()];
+                    assert_eq!(string_by_cursor(cut, pad), string_by_bytes(cut, pad));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn strings_dense_in_escapes_are_read_as_byte_by_byte() {
+    // Random strings of plain runs, non-ASCII, and escapes back to back (valid mostly,
+    // sometimes invalid or a control character), long enough for many blocks.
+    let parts: [&[u8]; 14] = [
+        b"x",
+        b"abc",
+        b"0123456789abcdef",
+        b"\xc3\xa9",
+        b"\\n",
+        b"\\\"",
+        b"\\\\",
+        b"\\t",
+        b"\\u00e9",
+        b"\\uFFFF",
+        b"\\u0G00",
+        b"\\q",
+        b"\n",
+        b"\\",
+    ];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut whole_strings = 0;
+    for _ in 0..20_000 {
+        let mut s = vec![b' '; rng.below(16)];
+        let pad = s.len();
+        s.push(b'"');
+        let n = rng.below(60);
+        for _ in 0..n {
+            // The invalid parts (the last four) rarely, so most strings are whole.
+            let k = if rng.below(40) == 0 {
+                rng.below(14)
+            } else {
+                rng.below(10)
+            };
+            s.extend(parts[k]);
+        }
+        s.extend(b"\" }");
+        let got = string_by_cursor(&s, pad);
+        assert_eq!(
+            got,
+            string_by_bytes(&s, pad),
+            "{:?}",
+            String::from_utf8_lossy(&s)
+        );
+        whole_strings += usize::from(got.is_some());
+    }
+    assert!(whole_strings > 5_000, "{whole_strings}");
+}
+
+#[test]
+fn a_backslash_before_every_byte_is_read_as_byte_by_byte() {
+    // Only JSON's escapes may be passed over: every byte after a backslash, at the offsets
+    // around a block's edges, from four alignments.
+    for c in 0..=255u8 {
+        for at in 0..34 {
+            for pad in [0, 1, 7, 15] {
+                let mut s = vec![b' '; pad];
+                s.push(b'"');
+                s.extend(std::iter::repeat_n(b'x', at));
+                s.extend([b'\\', c]);
+                s.extend(b"0123456789abcdef0123456789\"}");
+                assert_eq!(
+                    string_by_cursor(&s, pad),
+                    string_by_bytes(&s, pad),
+                    "{c:#04x} at {at}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[test]
+fn the_short_escapes_and_only_they_are_passed_over_in_blocks() {
+    // The wasm build's `escapes` passes over `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`,
+    // `\t` itself, and leaves every other byte after a backslash to the caller.
+    for c in 0..=255u8 {
+        let mut s = vec![b'\\', c];
+        s.extend([b'x'; 40]);
+        let (i, ascii) = lanes::escapes(&s, 0);
+        if b"\"\\/bfnrt".contains(&c) {
+            assert!(i > 2 && ascii, "{c:#04x}: {i}");
+        } else {
+            assert_eq!(i, 0, "{c:#04x}");
+        }
+    }
+}

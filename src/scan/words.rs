@@ -1,5 +1,6 @@
 //! The scan's byte tests outside the wasm build: words of eight bytes (serde_json's own
-//! test, on 64 bits), four blocks at a time, then a block, then byte by byte.
+//! test, on 64 bits), four blocks at a time, then a block, then byte by byte; escapes are
+//! read one by one by the caller.
 
 use super::{array, special, BLOCK};
 
@@ -75,4 +76,10 @@ pub(super) fn skip(b: &[u8], mut i: usize) -> (usize, bool) {
         i = i.saturating_add(1);
     }
     (i, run == Run::Plain)
+}
+
+/// Escapes are passed over in blocks in the wasm build only (`scan/simd.rs`); here the
+/// caller reads each: nothing passed over.
+pub(super) fn escapes(_: &[u8], i: usize) -> (usize, bool) {
+    (i, true)
 }

@@ -25,7 +25,8 @@
 //! (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30), BENCH_VARIANTS (substrings of
 //! the variant names to run), BENCH_PIN (the CPU for Envoy), BENCH_ABLATION, BENCH_BUILDS
 //! (a directory of `.wasm` builds to compare side by side), BENCH_BUILD_CONFIG, BENCH_WARMUP
-//! (seconds per variant and size, 1), BENCH_CALLGRIND=1 (count Envoy's instructions instead
+//! (seconds per variant and size, 1), BENCH_BODY=code (the message is source code, dense in
+//! escapes, instead of one run of text), BENCH_CALLGRIND=1 (count Envoy's instructions instead
 //! of its CPU time: see `callgrind`), BENCH_CHECKS (requests per variant for the rate limit
 //! service check, 300).
 
@@ -122,9 +123,20 @@ fn bootstrap(filters: &[Value], upstream_port: u16, rls: Option<u16>) -> anyhow:
     )
 }
 
-/// A chat body of about `size` bytes.
+/// A chat body of about `size` bytes: a message of one long run of text, or with
+/// `BENCH_BODY=code` one of source code, as agents send (once JSON-escaped, a line break and
+/// two quotes every 47 bytes: the escapes are what reading it costs).
 fn chat_body(size: usize) -> String {
-    let filler = "x".repeat(size.saturating_sub(120));
+    let room = size.saturating_sub(120);
+    let filler = if std::env::var("BENCH_BODY").as_deref() == Ok("code") {
+        let line = "    let name = format!(\"{}-{}\", key, value);\n";
+        // About `room` bytes once escaped (the line's 44 characters are 47 bytes in JSON).
+        let mut code = line.repeat(room / 47 + 1);
+        code.truncate(room * 44 / 47);
+        code
+    } else {
+        "x".repeat(room)
+    };
     json!({"model": "client-model", "messages": [
         {"role": "system", "content": "You are a benchmark."},
         {"role": "user", "content": filler}]})
