@@ -395,6 +395,33 @@ async fn unchanged_body_is_forwarded_byte_for_byte() {
     );
 }
 
+/// Sends a chat body and checks the filter read it as serde_json would: a valid one
+/// reaches the upstream byte for byte, an invalid one gets the 400. Returns whether it was
+/// forwarded.
+async fn read_exactly(
+    c: &reqwest::Client,
+    url: &str,
+    mock: &MockLlm,
+    body: Vec<u8>,
+    valid: bool,
+    what: &str,
+) -> bool {
+    let resp = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    if valid {
+        assert_eq!(resp.status(), 200, "{what}");
+        assert_eq!(mock.last().unwrap().body, body, "{what}");
+    } else {
+        assert_error(resp, 400, "invalid_json").await;
+    }
+    valid
+}
+
 /// The wasm build reads a body's strings 16 and 256 bytes at a time (`simd128`) and checks
 /// for ASCII the same way: whatever ends plain string content (an escape, a quote, a control
 /// character) or is not ASCII is found at every offset of a long string, as serde_json
@@ -431,21 +458,8 @@ async fn a_special_byte_anywhere_in_a_long_string_is_read_exactly() {
             body.extend_from_slice(br#""},{"role":"user","content":""#);
             body.extend(std::iter::repeat_n(b'z', 300));
             body.extend_from_slice(br#""}]}"#);
-            let resp = c
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
             let what = format!("{:?} at {at}", String::from_utf8_lossy(special));
-            if valid {
-                assert_eq!(resp.status(), 200, "{what}");
-                forwarded += 1;
-                assert_eq!(mock.last().unwrap().body, body, "{what}");
-            } else {
-                assert_error(resp, 400, "invalid_json").await;
-            }
+            forwarded += usize::from(read_exactly(c, &url, &mock, body, valid, &what).await);
         }
     }
     assert_eq!(mock.count(), forwarded);
@@ -500,24 +514,11 @@ async fn code_dense_in_escapes_is_read_exactly() {
         let mut body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":""#.to_vec();
         body.extend_from_slice(&content);
         body.extend_from_slice(br#""}]}"#);
-        let resp = c
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
         let what = format!(
             "{:?} after {align} + 3 lines + {cut}, last: {last}",
             String::from_utf8_lossy(special)
         );
-        if valid {
-            assert_eq!(resp.status(), 200, "{what}");
-            forwarded += 1;
-            assert_eq!(mock.last().unwrap().body, body, "{what}");
-        } else {
-            assert_error(resp, 400, "invalid_json").await;
-        }
+        forwarded += usize::from(read_exactly(c, &url, &mock, body, valid, &what).await);
     }
     assert_eq!(mock.count(), forwarded);
 }
