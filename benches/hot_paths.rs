@@ -1,5 +1,6 @@
 //! Native micro-benchmarks of the filter's hot paths, so regressions show without Envoy:
-//! reading the body (the scan, 1 KB and 100 KB, of prose and of code), request shaping, one
+//! reading the body (the scan, 1 KB and 100 KB, of prose, of code, and of text that is not
+//! ASCII as encoders that escape it send it), request shaping, one
 //! whole request through the exchange (the filter's own code per request, with a host that
 //! answers at no cost), SSE framing and usage per event, picking. Each line also gives the heap allocations per call (counted by
 //! this benchmark's allocator): in the wasm build every one is a call into dlmalloc.
@@ -125,6 +126,27 @@ fn code_body(size: usize) -> String {
     .to_string()
 }
 
+/// A chat body of about `size` bytes whose message is text that is not ASCII, every
+/// character of it escaped (`\u4f60`), as encoders that keep to ASCII send it.
+fn escaped_body(size: usize) -> String {
+    let line = "你好，世界。这是一个测试。\n";
+    let text = line.repeat(size.saturating_sub(120) / 80 + 1);
+    let mut body = String::new();
+    for c in serde_json::json!({"model": "client-model", "messages": [
+        {"role": "system", "content": "You are a benchmark."},
+        {"role": "user", "content": text}]})
+    .to_string()
+    .chars()
+    {
+        if c.is_ascii() {
+            body.push(c);
+        } else {
+            body.push_str(&format!("\\u{:04x}", u32::from(c)));
+        }
+    }
+    body
+}
+
 fn main() {
     let cfg = config::parse(
         br#"{"provider":"openai","auth":{"header":{"Authorization":"Bearer k"}},
@@ -141,6 +163,14 @@ fn main() {
         bench(&format!("scan (JSON body read), {label} of code"), || {
             black_box(JsonBody::parse(black_box(code.as_bytes())).unwrap());
         });
+        // Text that is not ASCII, as Python's `json.dumps` spells it by default: `\uXXXX`.
+        let escaped = escaped_body(size);
+        bench(
+            &format!("scan (JSON body read), {label} of \\u escapes"),
+            || {
+                black_box(JsonBody::parse(black_box(escaped.as_bytes())).unwrap());
+            },
+        );
         bench(&format!("read + pick + shape, {label} body"), || {
             let req = protocol::read_request(black_box(b.as_bytes()), &cfg, None).unwrap();
             let i = pick(

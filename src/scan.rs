@@ -32,6 +32,7 @@ fn special(b: u8) -> bool {
 /// The length of the escape whose backslash is at `i` (2, or 6 for `\uXXXX`), when it is
 /// one of JSON's, whole in `b`. serde_json takes any four hex digits after `\u` (a lone
 /// surrogate too) when it only validates.
+#[inline(always)]
 fn escape_len(b: &[u8], i: usize) -> Option<u8> {
     match *b.get(i.checked_add(1)?)? {
         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
@@ -102,9 +103,9 @@ impl Cursor<'_> {
         self.ascii &= ascii;
     }
 
-    /// From a backslash: its escape, and (in the wasm build) the escapes and plain bytes
-    /// after it a block at a time: where one escape is, more are likely (code). Out of
-    /// `string`, so the loop over long runs there is compiled as it was.
+    /// From a backslash that is not `\u`: its escape, and (in the wasm build) the escapes
+    /// and plain bytes after it a block at a time: where one is, more are likely (code). Out
+    /// of `string`, so the loop over long runs there is compiled as it was.
     #[inline(never)]
     fn escapes(&mut self) -> Option<()> {
         let (i, ascii) = lanes::escapes(self.b, self.i);
@@ -131,7 +132,22 @@ impl Cursor<'_> {
                 }
                 b'\\' => {
                     escaped = true;
-                    self.escapes()?;
+                    if self.b.get(self.i.saturating_add(1)) == Some(&b'u') {
+                        // `\uXXXX`: text that is not ASCII, as some encoders spell it (one
+                        // every six bytes, which the blocks would not pass over; the next
+                        // one is read without a skip).
+                        loop {
+                            let len = escape_len(self.b, self.i)?;
+                            self.i = self.i.saturating_add(usize::from(len));
+                            if self.peek() != Some(b'\\')
+                                || self.b.get(self.i.saturating_add(1)) != Some(&b'u')
+                            {
+                                break;
+                            }
+                        }
+                    } else {
+                        self.escapes()?;
+                    }
                 }
                 // A control character.
                 _ => return None,

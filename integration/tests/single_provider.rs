@@ -466,10 +466,11 @@ async fn a_special_byte_anywhere_in_a_long_string_is_read_exactly() {
 }
 
 /// Text dense in escapes (code, as agents send it): the wasm build passes over its short
-/// escapes (`\n`, `\"`, ...) a block at a time. Whatever else is in such text (an escape
-/// it leaves to the byte-by-byte reading, one that is not JSON's, a control character, a
-/// byte that is not UTF-8, a character that is not ASCII) is found at every offset of a
-/// block, between escapes, as serde_json finds it.
+/// escapes (`\n`, `\"`, ...) a block at a time, and reads `\uXXXX` escapes back to back
+/// (text that is not ASCII, as some encoders spell it). Whatever else is in such text (an
+/// escape it leaves to the byte-by-byte reading, one that is not JSON's, a control
+/// character, a byte that is not UTF-8, a character that is not ASCII) is found at every
+/// offset of a block, between escapes, as serde_json finds it.
 #[tokio::test(flavor = "multi_thread")]
 async fn code_dense_in_escapes_is_read_exactly() {
     let (mock, envoy) = gpt_4o_envoy().await;
@@ -482,9 +483,10 @@ async fn code_dense_in_escapes_is_read_exactly() {
         .filter(|&k| k == 0 || line[k - 1] != b'\\')
         .step_by(4)
         .collect();
-    let kinds: [(&[u8], bool); 8] = [
+    let kinds: [(&[u8], bool); 9] = [
         (b"\\\\\\n", true),
         (b"\\u00e9", true),
+        (b"\\u00e9\\u4F60xuz", true),
         ("\u{e9}".as_bytes(), true),
         (b"\\/\\b\\f\\r", true),
         (b"\\x", false),

@@ -304,7 +304,9 @@ fn escapes_at_every_offset_are_read_as_byte_by_byte() {
     // string, after ASCII and after non-ASCII content, from every alignment of a block: the
     // wasm build passes over escapes inside its blocks, and where one crosses a block's
     // edge it goes on after it.
-    let pieces: [&[u8]; 16] = [
+    // (The last two: escapes of text that is not ASCII back to back, then bytes that only
+    // look like the start of another.)
+    let pieces: [&[u8]; 18] = [
         b"\\n",
         b"\\\"",
         b"\\\\",
@@ -321,6 +323,8 @@ fn escapes_at_every_offset_are_read_as_byte_by_byte() {
         b"\\u12G4",
         b"\\u12",
         b"\\\n",
+        b"\\u00e9\\u4F60xuz",
+        b"\\uD83D\\uDE00u12G",
     ];
     for lead in [&b"x"[..], "é".as_bytes()] {
         let content: Vec<u8> = lead.iter().copied().cycle().take(80).collect();

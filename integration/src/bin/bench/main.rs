@@ -26,7 +26,7 @@
 //! the variant names to run), BENCH_PIN (the CPU for Envoy), BENCH_ABLATION, BENCH_BUILDS
 //! (a directory of `.wasm` builds to compare side by side), BENCH_BUILD_CONFIG, BENCH_WARMUP
 //! (seconds per variant and size, 1), BENCH_BODY=code (the message is source code, dense in
-//! escapes, instead of one run of text), BENCH_CALLGRIND=1 (count Envoy's instructions instead
+//! escapes, instead of one run of text; `unicode`: text that is not ASCII, all `\uXXXX`), BENCH_CALLGRIND=1 (count Envoy's instructions instead
 //! of its CPU time: see `callgrind`), BENCH_CHECKS (requests per variant for the rate limit
 //! service check, 300).
 
@@ -125,22 +125,41 @@ fn bootstrap(filters: &[Value], upstream_port: u16, rls: Option<u16>) -> anyhow:
 
 /// A chat body of about `size` bytes: a message of one long run of text, or with
 /// `BENCH_BODY=code` one of source code, as agents send (once JSON-escaped, a line break and
-/// two quotes every 47 bytes: the escapes are what reading it costs).
+/// two quotes every 47 bytes: the escapes are what reading it costs), or with
+/// `BENCH_BODY=unicode` one of Chinese text with every character escaped (`\u4f60`).
 fn chat_body(size: usize) -> String {
     let room = size.saturating_sub(120);
-    let filler = if std::env::var("BENCH_BODY").as_deref() == Ok("code") {
+    let kind = std::env::var("BENCH_BODY").unwrap_or_default();
+    let filler = if kind == "code" {
         let line = "    let name = format!(\"{}-{}\", key, value);\n";
         // About `room` bytes once escaped (the line's 44 characters are 47 bytes in JSON).
         let mut code = line.repeat(room / 47 + 1);
         code.truncate(room * 44 / 47);
         code
+    } else if kind == "unicode" {
+        // Spelt below as `\uXXXX`, six bytes a character: 13 of them and a line break are
+        // 80 bytes.
+        "你好，世界。这是一个测试。\n".repeat(room / 80)
     } else {
         "x".repeat(room)
     };
-    json!({"model": "client-model", "messages": [
+    let body = json!({"model": "client-model", "messages": [
         {"role": "system", "content": "You are a benchmark."},
         {"role": "user", "content": filler}]})
-    .to_string()
+    .to_string();
+    if kind != "unicode" {
+        return body;
+    }
+    // As encoders that keep to ASCII send it (Python's `json.dumps` by default).
+    let mut ascii = String::with_capacity(body.len() * 2);
+    for c in body.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            ascii.push_str(&format!("\\u{:04x}", u32::from(c)));
+        }
+    }
+    ascii
 }
 
 // ---- The upstream: a fixed answer, as cheap as can be, so the load core is not the limit.
