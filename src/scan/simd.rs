@@ -3,8 +3,8 @@
 //! plain content and of its bytes at or above 0x80 (one `bitmask` each), and the first of
 //! the former is where the run ends. In text dense in escapes, `escapes` passes over short
 //! ones (`\n`, `\"`, ...) a block at a time, so code costs a test per block, not one per
-//! escape. After four plain ASCII blocks in a row, a long run is
-//! likely, and it is skipped 256 bytes at a time with one test for all of them.
+//! escape. After four plain ASCII blocks in a row, a long run is likely, and it is skipped
+//! 256 bytes at a time with one test for all of them.
 
 use super::{array, special, BLOCK};
 use core::arch::wasm32::{

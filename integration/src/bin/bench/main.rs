@@ -21,12 +21,13 @@
 //! first byte and peak RSS against the no-op filter; the latency a rate limit service check
 //! adds (p50, p99); the ablation table; the `.wasm` sizes.
 //!
-//! Env: BENCH_SECONDS (per run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64), BENCH_MB_ROUNDS
-//! (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30), BENCH_VARIANTS (substrings of
-//! the variant names to run), BENCH_PIN (the CPU for Envoy), BENCH_ABLATION, BENCH_BUILDS
-//! (a directory of `.wasm` builds to compare side by side), BENCH_BUILD_CONFIG, BENCH_WARMUP
-//! (seconds per variant and size, 1), BENCH_BODY=code (the message is source code, dense in
-//! escapes, instead of one run of text; `unicode`: text that is not ASCII, all `\uXXXX`), BENCH_CALLGRIND=1 (count Envoy's instructions instead
+//! Env: BENCH_SECONDS (per run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64),
+//! BENCH_MB_ROUNDS (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30),
+//! BENCH_VARIANTS (substrings of the variant names to run), BENCH_PIN (the CPU for Envoy),
+//! BENCH_ABLATION, BENCH_BUILDS (a directory of `.wasm` builds to compare side by side),
+//! BENCH_BUILD_CONFIG, BENCH_WARMUP (seconds per variant and size, 1), BENCH_BODY=code (the
+//! message is source code, dense in escapes, instead of one run of text; `unicode`: text
+//! that is not ASCII, all `\uXXXX`), BENCH_CALLGRIND=1 (count Envoy's instructions instead
 //! of its CPU time: see `callgrind`), BENCH_CHECKS (requests per variant for the rate limit
 //! service check, 300).
 
