@@ -496,6 +496,25 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path.join("envoy.log")).unwrap_or_default()
     }
 
+    /// The JSON after `marker` on the lines of Envoy's log that have it (the filter's
+    /// summary and payload lines), waiting up to 5 s for at least `n`: Envoy writes its log
+    /// file every 50 ms, so the access log may hold a request before this log does.
+    pub async fn log_json(&self, marker: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<Value> = self
+                .log()
+                .lines()
+                .filter_map(|l| l.split_once(marker).map(|(_, j)| j))
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The access log's JSON lines, waiting up to 5 s for at least `n` of them.
     pub async fn access_log(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);

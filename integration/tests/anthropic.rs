@@ -79,19 +79,7 @@ async fn metered(envoy: &Envoy, instance: &str, token_type: &str) -> u64 {
 
 /// The summary log lines (`logging.summaries`), once there are `n` (or after 5 s).
 async fn summaries(envoy: &Envoy, n: usize) -> Vec<Value> {
-    let start = std::time::Instant::now();
-    loop {
-        let lines: Vec<Value> = envoy
-            .log()
-            .lines()
-            .filter_map(|l| l.split_once("envoy-ai-proxy summary ").map(|(_, j)| j))
-            .filter_map(|j| serde_json::from_str(j).ok())
-            .collect();
-        if lines.len() >= n || start.elapsed() > std::time::Duration::from_secs(5) {
-            return lines;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    envoy.log_json("envoy-ai-proxy summary ", n).await
 }
 
 /// Every answered request's tokens, as the access log, the metrics, the summaries and the

@@ -370,6 +370,9 @@ async fn summary_and_payload_logs_never_show_the_key() {
         Some(format!("Bearer {KEY}").as_str())
     );
     envoy.access_log(2).await;
+    // Envoy writes its own log every 50 ms: wait for the filter's lines.
+    envoy.log_json("envoy-ai-proxy summary ", 2).await;
+    envoy.log_json("envoy-ai-proxy payload ", 2).await;
 
     let log = envoy.log();
     let summaries: Vec<Value> = json_lines(&log, "envoy-ai-proxy summary ");
