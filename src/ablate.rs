@@ -31,7 +31,7 @@ pub fn applies(effect: &Effect) -> bool {
 
 /// Whether the host reads this shared-data key (an ablated read finds nothing).
 pub fn reads(key: &str) -> bool {
-    if key.starts_with("aiproxy.rl.") {
+    if key.starts_with("aiproxy.tokens.") {
         !cfg!(feature = "ablate-admission")
     } else if key.starts_with("aiproxy.hc.") {
         !cfg!(feature = "ablate-health")
@@ -80,7 +80,7 @@ mod tests {
             return;
         }
         assert!(effects.iter().all(applies));
-        assert!(reads("aiproxy.rl.x") || cfg!(feature = "ablate-admission"));
+        assert!(reads("aiproxy.tokens.x") || cfg!(feature = "ablate-admission"));
         assert!(reads("aiproxy.hc.x") || cfg!(feature = "ablate-health"));
         assert!(reads("aiproxy.lease.x"));
     }

@@ -59,7 +59,46 @@ impl Counter {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        format!("{}:{}", self.window_start, self.used).into_bytes()
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        crate::text::push_num(out, self.window_start);
+        out.push(b':');
+        crate::text::push_num(out, self.used);
+    }
+
+    /// The counter in slot `slot` of a limit set's stored counters (one slot per instance of
+    /// the configuration, in its order, separated by `,`; empty where the set has no limit
+    /// for the instance), or `None` when there is none to read.
+    #[inline(never)]
+    pub fn in_slot(counters: Option<&[u8]>, slot: usize) -> Option<Counter> {
+        let stored = counters?;
+        let (start, end) = part(stored, slot).ok()?;
+        Counter::decode(stored.get(start..end)?)
+    }
+
+    /// A limit set's stored counters with this counter in slot `slot` and the others as
+    /// they were (slots that were missing are added empty).
+    pub fn into_slot(&self, counters: Option<&[u8]>, slot: usize) -> Vec<u8> {
+        let stored = counters.unwrap_or_default();
+        let mut out = Vec::with_capacity(stored.len().saturating_add(24));
+        match part(stored, slot) {
+            Ok((start, end)) => {
+                out.extend_from_slice(stored.get(..start).unwrap_or_default());
+                self.encode_into(&mut out);
+                out.extend_from_slice(stored.get(end..).unwrap_or_default());
+            }
+            Err(parts) => {
+                out.extend_from_slice(stored);
+                out.resize(out.len().saturating_add(slot.saturating_sub(parts)), b',');
+                out.push(b',');
+                self.encode_into(&mut out);
+            }
+        }
+        out
     }
 
     /// This counter as seen at `now`: a counter of an older window counts zero.
@@ -72,6 +111,28 @@ impl Counter {
                 used: 0,
             },
         }
+    }
+}
+
+/// Where part `n` of a `,`-separated list is (`Ok((start, end))`), or how many parts the
+/// list has when it has no part `n` (`Err(parts)`; an empty list is one empty part).
+#[inline(never)]
+fn part(list: &[u8], n: usize) -> Result<(usize, usize), usize> {
+    let mut start = 0usize;
+    let mut seen = 0usize;
+    for (i, b) in list.iter().enumerate() {
+        if *b == b',' {
+            if seen == n {
+                return Ok((start, i));
+            }
+            seen = seen.saturating_add(1);
+            start = i.saturating_add(1);
+        }
+    }
+    if seen == n {
+        Ok((start, list.len()))
+    } else {
+        Err(seen.saturating_add(1))
     }
 }
 
@@ -178,6 +239,43 @@ mod tests {
             })
         );
         assert_eq!(Counter::decode(b"junk"), None);
+    }
+
+    #[test]
+    fn a_sets_counters_are_read_and_written_by_slot() {
+        let c = |window_start, used| Counter { window_start, used };
+        let stored = b"120:7,,60:3".as_slice();
+        assert_eq!(Counter::in_slot(Some(stored), 0), Some(c(120, 7)));
+        assert_eq!(Counter::in_slot(Some(stored), 1), None);
+        assert_eq!(Counter::in_slot(Some(stored), 2), Some(c(60, 3)));
+        assert_eq!(Counter::in_slot(Some(stored), 3), None);
+        assert_eq!(Counter::in_slot(None, 0), None);
+        let put = |v: Option<&[u8]>, slot, counter: Counter| {
+            String::from_utf8(counter.into_slot(v, slot)).unwrap()
+        };
+        assert_eq!(put(Some(stored), 0, c(180, 0)), "180:0,,60:3");
+        assert_eq!(put(Some(stored), 1, c(1, 2)), "120:7,1:2,60:3");
+        assert_eq!(put(Some(stored), 2, c(120, 99)), "120:7,,120:99");
+        assert_eq!(put(Some(stored), 4, c(5, 6)), "120:7,,60:3,,5:6");
+        assert_eq!(put(None, 0, c(5, 6)), "5:6");
+        assert_eq!(put(None, 2, c(5, 6)), ",,5:6");
+        assert_eq!(put(Some(b""), 1, c(5, 6)), ",5:6");
+        // Every slot written in turn reads back, the others untouched.
+        let mut v: Vec<u8> = Vec::new();
+        for slot in [3, 0, 2, 3, 1] {
+            v = c(slot as u64, 10 + slot as u64).into_slot(Some(&v), slot);
+        }
+        assert_eq!(String::from_utf8(v.clone()).unwrap(), "0:10,1:11,2:12,3:13");
+        for slot in 0..4 {
+            assert_eq!(
+                Counter::in_slot(Some(&v), slot),
+                Some(c(slot as u64, 10 + slot as u64))
+            );
+        }
+        assert_eq!(
+            c(u64::MAX, 0).encode(),
+            format!("{}:0", u64::MAX).into_bytes()
+        );
     }
 
     #[test]

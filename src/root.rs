@@ -226,8 +226,9 @@ mod tests {
             8
         );
         let scope = &root.plugin().unwrap().scope.clone();
-        let key = local::counter_key(scope, "a", None);
-        assert_eq!(local::read(&host.store, &key, 1_700_000_000, 60).used, 9);
+        let key = local::set_key(scope, None);
+        let a = local::At { key: &key, slot: 0 };
+        assert_eq!(local::read(&host.store, a, 1_700_000_000, 60).used, 9);
         // A probe answer nobody is waiting for is not counted again.
         let out = root.on(
             Input::CalloutAnswer {
@@ -237,7 +238,7 @@ mod tests {
             &host,
         );
         host.run(out, |i| root.on(i, &host));
-        assert_eq!(local::read(&host.store, &key, 1_700_000_000, 60).used, 9);
+        assert_eq!(local::read(&host.store, a, 1_700_000_000, 60).used, 9);
     }
 }
 

@@ -93,6 +93,8 @@ pub mod mem {
         pub rival: RefCell<Option<Rival>>,
         /// Every call fails (the host refused).
         pub down: Cell<bool>,
+        /// How many reads were made.
+        pub reads: Cell<usize>,
     }
 
     impl Mem {
@@ -112,6 +114,7 @@ pub mod mem {
 
     impl Store for Mem {
         fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+            self.reads.set(self.reads.get() + 1);
             if self.down.get() {
                 return Err(StoreError::Unavailable("down".into()));
             }

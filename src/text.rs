@@ -14,12 +14,26 @@ pub fn join(parts: &[&str]) -> String {
 
 /// A number in decimal, as `n.to_string()` spells it.
 pub fn num(n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+    let mut buf = [0u8; 20];
+    std::str::from_utf8(digits(n, &mut buf))
+        .unwrap_or("0")
+        .to_string()
+}
+
+/// Appends a number in decimal, as `n.to_string()` spells it.
+#[inline(never)]
+pub fn push_num(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(digits(n, &mut buf));
+}
+
+/// The decimal digits of `n`, written at the end of `buf`.
+fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     let mut n = n;
     loop {
         at = at.saturating_sub(1);
-        if let Some(d) = digits.get_mut(at) {
+        if let Some(d) = buf.get_mut(at) {
             // `n % 10` is below ten: the cast keeps it whole.
             *d = b'0'.saturating_add((n % 10) as u8);
         }
@@ -28,11 +42,7 @@ pub fn num(n: u64) -> String {
             break;
         }
     }
-    digits
-        .get(at..)
-        .and_then(|d| std::str::from_utf8(d).ok())
-        .unwrap_or("0")
-        .to_string()
+    buf.get(at..).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -47,6 +57,9 @@ mod tests {
         cases.extend((1..20).map(|e| 10u64.pow(e) - 1));
         for n in cases {
             assert_eq!(num(n), n.to_string());
+            let mut out = b"x".to_vec();
+            push_num(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
 

@@ -254,6 +254,63 @@ async fn completion_tokens_strategy_counts_only_completions() {
     assert!(header(&resp, "retry-after").is_some());
 }
 
+/// Sends `tasks` x `each` chats at once, every one answered 200.
+async fn in_parallel(envoy: &Envoy, tasks: usize, each: usize) {
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let url = envoy.url("/v1/chat/completions");
+        running.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for _ in 0..each {
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(chat().to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        }));
+    }
+    for t in running {
+        t.await.unwrap();
+    }
+    let stats = envoy
+        .admin("/stats?filter=worker_.\\.downstream_cx_total")
+        .await;
+    assert!(
+        stats.lines().filter(|l| !l.ends_with(": 0")).count() >= 2,
+        "both workers served: {stats}"
+    );
+}
+
+/// The route's counter of `instance` as the operator sees it (a gauge refreshed every
+/// second), once it reads `expected` or after 10 s.
+async fn used_gauge(envoy: &Envoy, instance: &str, expected: u64) -> String {
+    let gauge = format!(
+        "aiproxy_ratelimit_used_tokens{{aiproxy_instance=\"{instance}\",aiproxy_consumer=\"all\"}}"
+    );
+    let mut last = String::new();
+    for _ in 0..40 {
+        let text = envoy.prometheus().await;
+        last = text
+            .lines()
+            .find(|l| l.starts_with(&gauge))
+            .unwrap_or("")
+            .to_string();
+        if last == format!("{gauge} {expected}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    last.strip_prefix(&gauge)
+        .unwrap_or(&last)
+        .trim()
+        .to_string()
+}
+
 /// The exact total across two workers. At this load the read-modify-write windows of the two
 /// workers rarely overlap, so this would also pass without compare-and-swap (checked): the
 /// CAS retry path itself is proven by `ratelimit::tests::a_lost_race_is_retried_and_nothing_is_lost`.
@@ -272,67 +329,78 @@ async fn concurrent_charges_across_workers_lose_nothing() {
     .await
     .unwrap();
     avoid_window_end(window).await;
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let url = envoy.url("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            let mut ok = 0;
-            for _ in 0..12 {
-                let r = c
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(chat().to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                r.bytes().await.unwrap();
-                ok += 1;
-            }
-            ok
-        }));
-    }
-    let mut sent = 0;
-    for t in tasks {
-        sent += t.await.unwrap();
-    }
     // 16 x 12 = 192, plus 8 more to make 200.
+    in_parallel(&envoy, 16, 12).await;
     for _ in 0..8 {
         assert_eq!(envoy.chat(&chat()).await.unwrap().status(), 200);
-        sent += 1;
     }
-    assert_eq!(sent, 200);
-    let stats = envoy
-        .admin("/stats?filter=worker_.\\.downstream_cx_total")
-        .await;
-    assert!(
-        stats.lines().filter(|l| !l.ends_with(": 0")).count() >= 2,
-        "both workers served: {stats}"
-    );
-
-    // The counter, as the operator sees it (a gauge refreshed every second).
-    let gauge =
-        "aiproxy_ratelimit_used_tokens{aiproxy_instance=\"openai\",aiproxy_consumer=\"all\"}";
-    let mut last = String::new();
-    for _ in 0..40 {
-        let text = envoy.prometheus().await;
-        last = text
-            .lines()
-            .find(|l| l.starts_with(gauge))
-            .unwrap_or("")
-            .to_string();
-        if last.ends_with(" 1400") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(last, format!("{gauge} 1400"));
+    assert_eq!(mock.count(), 200);
+    assert_eq!(used_gauge(&envoy, "openai", 1400).await, "1400");
     // And as the next request is told.
     let resp = envoy.chat(&chat()).await.unwrap();
     assert_eq!(
         header(&resp, "x-ai-ratelimit-remaining-openai").as_deref(),
         Some("998600")
+    );
+}
+
+/// The counters of one limit set share one shared-data value (one read at admission), so
+/// charges to different instances race for it: across two workers and three instances taken
+/// in turn, every instance's count is exactly what its answers used.
+#[tokio::test(flavor = "multi_thread")]
+async fn charges_to_the_instances_of_one_limit_set_lose_nothing() {
+    let mocks = [
+        MockLlm::start().await.unwrap(),
+        MockLlm::start().await.unwrap(),
+        MockLlm::start().await.unwrap(),
+    ];
+    for (m, completion) in mocks.iter().zip([4, 5, 6]) {
+        m.set_default(Reply::default().usage(3, completion));
+    }
+    let window = 100_000;
+    let mut b = Envoy::with_config(&json!({
+        "instances": [
+            {"name": "a", "provider": "openai"},
+            {"name": "b", "provider": "openai"},
+            {"name": "c", "provider": "openai"}
+        ],
+        "rate_limiting": {"limit": 1_000_000, "time_window": window}
+    }))
+    .concurrency(2);
+    for (name, m) in ["a", "b", "c"].iter().zip(&mocks) {
+        b = b.cluster(name, m.port());
+    }
+    let envoy = b.start().await.unwrap();
+    avoid_window_end(window).await;
+    in_parallel(&envoy, 16, 12).await;
+    let counts: Vec<usize> = mocks.iter().map(MockLlm::count).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 192);
+    assert!(
+        counts.iter().all(|n| *n > 0),
+        "every instance answered: {counts:?}"
+    );
+    for ((name, n), total) in ["a", "b", "c"].iter().zip(&counts).zip([7, 8, 9]) {
+        let expected = *n as u64 * total;
+        assert_eq!(
+            used_gauge(&envoy, name, expected).await,
+            expected.to_string(),
+            "instance {name}, {n} answers of {total} tokens"
+        );
+    }
+    // The next request on a is told what is left of a's own limit.
+    let resp = envoy.chat(&chat()).await.unwrap();
+    let shown: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .filter_map(|i| header(&resp, &format!("x-ai-ratelimit-remaining-{i}")))
+        .collect();
+    assert_eq!(shown.len(), 1, "one instance answered: {shown:?}");
+    let left: u64 = shown[0].parse().unwrap();
+    assert!(
+        [7, 8, 9]
+            .iter()
+            .zip(&counts)
+            .any(|(t, n)| left == 1_000_000 - *n as u64 * t),
+        "{left} is one instance's limit less its answers"
     );
 }
 

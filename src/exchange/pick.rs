@@ -163,8 +163,9 @@ mod tests {
             assert_eq!(pick_with(&c, &admit(&c, &host), &[]), Ok(0));
         }
         // Spend a's quota.
-        let key = local::counter_key("s", "a", None);
-        local::charge(&host.store, &key, now, 60, 31).unwrap();
+        let key = local::set_key("s", None);
+        let a = local::At { key: &key, slot: 0 };
+        local::charge(&host.store, a, now, 60, 31).unwrap();
 
         let c = limited(true);
         let adm = admit(&c, &host);

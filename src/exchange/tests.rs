@@ -141,8 +141,16 @@ impl T {
     }
 
     fn used(&self, instance: &str, consumer: Option<&str>, window: u64) -> u64 {
-        let key = local::counter_key(&self.plugin.scope, instance, consumer);
-        local::read(&self.host.store, &key, NOW_MS / 1000, window).used
+        let key = local::set_key(&self.plugin.scope, consumer);
+        let slot = self
+            .plugin
+            .config
+            .instances
+            .iter()
+            .position(|i| i.name == instance)
+            .expect("an instance of the configuration");
+        let at = local::At { key: &key, slot };
+        local::read(&self.host.store, at, NOW_MS / 1000, window).used
     }
 }
 

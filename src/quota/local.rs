@@ -1,93 +1,104 @@
-//! Token counters in Envoy's shared data: one key per configuration, instance and consumer,
-//! read at admission and charged with compare-and-swap when an answer ends, so every worker
-//! of one Envoy sees the same numbers and no charge is lost. With `reserve`, the request's
-//! upper-bound estimate is added at admission only if it fits, and settled to the real
-//! usage at the end: concurrent requests cannot overspend.
+//! Token counters in Envoy's shared data: one value per configuration and limit set (the
+//! route's, or a consumer's) holding a counter per instance, read once at admission and
+//! charged with compare-and-swap when an answer ends, so every worker of one Envoy sees the
+//! same numbers and no charge is lost. With `reserve`, the request's upper-bound estimate is
+//! added at admission only if it fits, and settled to the real usage at the end: concurrent
+//! requests cannot overspend.
 
 use super::{applicable_sets, Admission, Backend, Check, Ctx, Held, Hold, Verdict};
-use crate::config::Config;
+use crate::config::{Config, LimitSet};
 use crate::effect::{Effect, Host};
 use crate::metrics::{self, name};
 use crate::ratelimit::{self, Counter, Limit, Quota};
 use crate::store::{self, Store, StoreError};
 use crate::usage::Usage;
 
-/// The shared-data key of a token counter: per filter configuration (`scope`), instance
-/// and consumer (`*`: the route's limit).
-pub fn counter_key(scope: &str, instance: &str, consumer: Option<&str>) -> String {
+/// The shared-data key of a limit set's counters: per filter configuration (`scope`) and
+/// consumer (`*`: the route's limits). Its value holds one counter per instance, in the
+/// configuration's order (see [`Counter::in_slot`]).
+pub fn set_key(scope: &str, consumer: Option<&str>) -> String {
     let consumer = consumer.unwrap_or("*");
-    crate::text::join(&["aiproxy.rl.", scope, ".", instance, ".", consumer])
+    crate::text::join(&["aiproxy.tokens.", scope, ".", consumer])
 }
 
-/// One counter of a configuration.
+/// Where one token counter lives: its limit set's key, and its slot there (the instance's
+/// index in the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub key: &'a str,
+    pub slot: usize,
+}
+
+/// One limit set of a configuration, with a limit on at least one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CounterSpec {
-    pub instance: usize,
+pub struct SetSpec {
     pub consumer: Option<String>,
     pub key: String,
-    pub limit: Limit,
+    /// Indexed like `Config::instances`.
+    pub limits: Vec<Option<Limit>>,
 }
 
 pub struct Local {
-    counters: Vec<CounterSpec>,
+    sets: Vec<SetSpec>,
     reserve: bool,
 }
 
 impl Local {
     pub fn new(config: &Config, scope: &str) -> Local {
-        let mut counters = Vec::new();
-        let sets = config.rate_limits.route.iter().map(|s| (None, s)).chain(
-            config
-                .rate_limits
-                .consumers
-                .iter()
-                .map(|(n, s)| (Some(n.as_str()), s)),
-        );
-        for (consumer, set) in sets {
-            for (i, (inst, limit)) in config.instances.iter().zip(&set.per_instance).enumerate() {
-                if let Some(limit) = limit {
-                    counters.push(CounterSpec {
-                        instance: i,
-                        consumer: consumer.map(str::to_string),
-                        key: counter_key(scope, &inst.name, consumer),
-                        limit: *limit,
-                    });
-                }
+        let mut sets = Vec::new();
+        let route = config.rate_limits.route.iter().map(|s| (None, s));
+        let consumers = config.rate_limits.consumers.iter();
+        for (consumer, set) in route.chain(consumers.map(|(n, s)| (Some(n.as_str()), s))) {
+            if limited(set) {
+                sets.push(SetSpec {
+                    consumer: consumer.map(str::to_string),
+                    key: set_key(scope, consumer),
+                    limits: set.per_instance.clone(),
+                });
             }
         }
         Local {
-            counters,
+            sets,
             reserve: config.rate_limits.reserve,
         }
     }
+}
+
+/// Whether a set limits any instance (one without has no counters to read).
+fn limited(set: &LimitSet) -> bool {
+    set.per_instance.iter().any(Option::is_some)
 }
 
 fn now_secs(host: &dyn Host) -> u64 {
     host.now_ns() / 1_000_000_000
 }
 
-/// The counter stored at `key`, as seen at `now`.
-pub fn read(store: &dyn Store, key: &str, now_secs: u64, window_secs: u64) -> Counter {
-    let stored = store::read(store, key).and_then(|v| Counter::decode(&v));
-    Counter::at(stored, now_secs, window_secs)
+/// The counter at `at`, as seen at `now`.
+pub fn read(store: &dyn Store, at: At<'_>, now_secs: u64, window_secs: u64) -> Counter {
+    let stored = store::read(store, at.key);
+    Counter::at(
+        Counter::in_slot(stored.as_deref(), at.slot),
+        now_secs,
+        window_secs,
+    )
 }
 
-/// Adds `tokens` to the counter at `key`, starting a new window when the stored one is
+/// Adds `tokens` to the counter at `at`, starting a new window when the stored one is
 /// over. Returns the new count.
 pub fn charge(
     store: &dyn Store,
-    key: &str,
+    at: At<'_>,
     now_secs: u64,
     window_secs: u64,
     tokens: u64,
 ) -> Result<Counter, StoreError> {
-    let written = store::update(store, key, |value| {
-        let current = Counter::at(value.and_then(Counter::decode), now_secs, window_secs);
+    let written = store::update(store, at.key, |value| {
+        let current = Counter::at(Counter::in_slot(value, at.slot), now_secs, window_secs);
         let next = Counter {
             window_start: current.window_start,
             used: current.used.saturating_add(tokens),
         };
-        Some((next.encode(), next))
+        Some((next.into_slot(value, at.slot), next))
     })?;
     written.ok_or(StoreError::CasMismatch)
 }
@@ -96,20 +107,24 @@ pub fn charge(
 /// added, `Ok(None)` when it does not fit (nothing changes).
 pub fn reserve(
     store: &dyn Store,
-    key: &str,
+    at: At<'_>,
     now_secs: u64,
     limit: Limit,
     tokens: u64,
 ) -> Result<Option<Counter>, StoreError> {
-    store::update(store, key, |value| {
-        let current = Counter::at(value.and_then(Counter::decode), now_secs, limit.window_secs);
+    store::update(store, at.key, |value| {
+        let current = Counter::at(
+            Counter::in_slot(value, at.slot),
+            now_secs,
+            limit.window_secs,
+        );
         let used = current.used.checked_add(tokens)?;
         (used <= limit.limit).then(|| {
             let next = Counter {
                 window_start: current.window_start,
                 used,
             };
-            (next.encode(), next)
+            (next.into_slot(value, at.slot), next)
         })
     })
 }
@@ -118,20 +133,20 @@ pub fn reserve(
 /// window is over).
 pub fn give_back(
     store: &dyn Store,
-    key: &str,
+    at: At<'_>,
     now_secs: u64,
     window_secs: u64,
     tokens: u64,
     window_start: u64,
 ) -> Result<(), StoreError> {
-    store::update(store, key, |value| {
-        let current = Counter::at(value.and_then(Counter::decode), now_secs, window_secs);
+    store::update(store, at.key, |value| {
+        let current = Counter::at(Counter::in_slot(value, at.slot), now_secs, window_secs);
         (current.window_start == window_start).then(|| {
             let next = Counter {
                 window_start,
                 used: current.used.saturating_sub(tokens),
             };
-            (next.encode(), ())
+            (next.into_slot(value, at.slot), ())
         })
     })
     .map(|_| ())
@@ -141,19 +156,22 @@ impl Backend for Local {
     fn admission(&self, q: &Ctx<'_>, host: &dyn Host) -> Admission {
         let now = now_secs(host);
         let store = host.store();
-        let per_instance = q
-            .config
-            .instances
-            .iter()
-            .enumerate()
-            .map(|(i, inst)| {
-                let applicable =
-                    applicable_sets(q.config, q.consumer).filter_map(|(who, id, set)| {
-                        let limit = set.per_instance.get(i).copied().flatten()?;
-                        let key = counter_key(q.scope, &inst.name, who);
-                        let counter = read(store, &key, now, limit.window_secs);
-                        Some((Quota::of(limit, counter, now), id))
-                    });
+        // One read per limit set that applies, whatever the number of instances.
+        let sets: Vec<_> = applicable_sets(q.config, q.consumer)
+            .filter(|(_, _, set)| limited(set))
+            .map(|(who, id, set)| (id, set, store::read(store, &set_key(q.scope, who))))
+            .collect();
+        let per_instance = (0..q.config.instances.len())
+            .map(|i| {
+                let applicable = sets.iter().filter_map(|(id, set, stored)| {
+                    let limit = set.per_instance.get(i).copied().flatten()?;
+                    let counter = Counter::at(
+                        Counter::in_slot(stored.as_deref(), i),
+                        now,
+                        limit.window_secs,
+                    );
+                    Some((Quota::of(limit, counter, now), *id))
+                });
                 ratelimit::binding(applicable)
             })
             .collect();
@@ -164,9 +182,9 @@ impl Backend for Local {
         let (true, Some(estimate)) = (self.reserve, q.estimate) else {
             return Check::Now(Verdict::Admit(None, None));
         };
-        let Some(inst) = q.config.instances.get(index) else {
+        if q.config.instances.get(index).is_none() {
             return Check::Now(Verdict::Unknown);
-        };
+        }
         let now = now_secs(host);
         let mut held: Vec<Option<(u64, u64)>> = Vec::new();
         for (who, id, set) in applicable_sets(q.config, q.consumer) {
@@ -175,19 +193,25 @@ impl Backend for Local {
                 continue;
             };
             let tokens = set.strategy.tokens(&estimate);
-            let key = counter_key(q.scope, &inst.name, who);
-            match reserve(host.store(), &key, now, limit, tokens) {
+            let key = set_key(q.scope, who);
+            let at = At {
+                key: &key,
+                slot: index,
+            };
+            match reserve(host.store(), at, now, limit, tokens) {
                 Ok(Some(c)) => held.push(Some((tokens, c.window_start))),
                 Ok(None) => {
                     // Does not fit: what this request took from other limits goes back.
                     self.release(q, &hold(index, held), host);
-                    let counter = read(host.store(), &key, now, limit.window_secs);
+                    let counter = read(host.store(), at, now, limit.window_secs);
                     let mut quota = Quota::of(limit, counter, now);
                     quota.remaining = 0;
                     return Check::Now(Verdict::Exhausted(quota, id));
                 }
                 Err(e) => {
-                    log::warn!("envoy-ai-proxy: could not reserve {tokens} tokens on {key}: {e}");
+                    log::warn!(
+                        "envoy-ai-proxy: could not reserve {tokens} tokens on {key}[{index}]: {e}"
+                    );
                     self.release(q, &hold(index, held), host);
                     return Check::Now(Verdict::Unknown);
                 }
@@ -204,9 +228,9 @@ impl Backend for Local {
         hold: Option<&Hold>,
         host: &dyn Host,
     ) -> Vec<Effect> {
-        let Some(inst) = q.config.instances.get(index) else {
+        if q.config.instances.get(index).is_none() {
             return Vec::new();
-        };
+        }
         // What was held on another instance (a fallback answered) goes back first.
         let held = match hold {
             Some(h) if h.index == index => counted(h),
@@ -222,32 +246,38 @@ impl Backend for Local {
                 continue;
             };
             let tokens = set.strategy.tokens(usage);
-            let key = counter_key(q.scope, &inst.name, who);
+            let key = set_key(q.scope, who);
+            let at = At {
+                key: &key,
+                slot: index,
+            };
             let result = match held.get(k).copied().flatten() {
                 Some((reserved, window)) if tokens < reserved => give_back(
                     host.store(),
-                    &key,
+                    at,
                     now,
                     limit.window_secs,
                     reserved.saturating_sub(tokens),
                     window,
                 ),
                 Some((reserved, _)) => {
-                    charge_nonzero(host, &key, now, limit, tokens.saturating_sub(reserved))
+                    charge_nonzero(host, at, now, limit, tokens.saturating_sub(reserved))
                 }
-                None => charge_nonzero(host, &key, now, limit, tokens),
+                None => charge_nonzero(host, at, now, limit, tokens),
             };
             if let Err(e) = result {
-                log::warn!("envoy-ai-proxy: could not charge {tokens} tokens to {key}: {e}");
+                log::warn!(
+                    "envoy-ai-proxy: could not charge {tokens} tokens to {key}[{index}]: {e}"
+                );
             }
         }
         Vec::new()
     }
 
     fn release(&self, q: &Ctx<'_>, hold: &Hold, host: &dyn Host) -> Vec<Effect> {
-        let Some(inst) = q.config.instances.get(hold.index) else {
+        if q.config.instances.get(hold.index).is_none() {
             return Vec::new();
-        };
+        }
         let now = now_secs(host);
         let held = counted(hold);
         for (k, (who, _, set)) in applicable_sets(q.config, q.consumer).enumerate() {
@@ -257,39 +287,63 @@ impl Backend for Local {
             ) else {
                 continue;
             };
-            let key = counter_key(q.scope, &inst.name, who);
-            if let Err(e) = give_back(host.store(), &key, now, limit.window_secs, tokens, window) {
-                log::warn!("envoy-ai-proxy: could not give back {tokens} tokens to {key}: {e}");
+            let key = set_key(q.scope, who);
+            let at = At {
+                key: &key,
+                slot: hold.index,
+            };
+            if let Err(e) = give_back(host.store(), at, now, limit.window_secs, tokens, window) {
+                log::warn!(
+                    "envoy-ai-proxy: could not give back {tokens} tokens to {key}[{}]: {e}",
+                    hold.index
+                );
             }
         }
         Vec::new()
     }
 
     fn start(&self, host: &dyn Host) {
-        for c in &self.counters {
-            if let Err(e) = store::seed(host.store(), &c.key, &Counter::default().encode()) {
-                log::warn!("envoy-ai-proxy: cannot seed counter {}: {e}", c.key);
+        for set in &self.sets {
+            // `0:0` (a counter at zero) in each limited slot.
+            let mut seed: Vec<u8> = Vec::new();
+            for (slot, limit) in set.limits.iter().enumerate() {
+                if slot > 0 {
+                    seed.push(b',');
+                }
+                if limit.is_some() {
+                    seed.extend_from_slice(b"0:0");
+                }
+            }
+            if let Err(e) = store::seed(host.store(), &set.key, &seed) {
+                log::warn!("envoy-ai-proxy: cannot seed the counters {}: {e}", set.key);
             }
         }
     }
 
     fn gauges(&self, config: &Config, host: &dyn Host) -> Vec<Effect> {
         let now = now_secs(host);
-        self.counters
-            .iter()
-            .map(|c| {
-                let used = read(host.store(), &c.key, now, c.limit.window_secs).used;
+        let mut out = Vec::new();
+        for set in &self.sets {
+            let stored = store::read(host.store(), &set.key);
+            let consumer = set
+                .consumer
+                .as_deref()
+                .map_or("all".to_string(), metrics::label);
+            for (slot, limit) in set.limits.iter().enumerate() {
+                let Some(limit) = limit else { continue };
+                let counter = Counter::in_slot(stored.as_deref(), slot);
+                let used = Counter::at(counter, now, limit.window_secs).used;
                 let instance = config
                     .instances
-                    .get(c.instance)
+                    .get(slot)
                     .map_or(String::new(), |i| metrics::label(&i.name));
-                let consumer = c
-                    .consumer
-                    .as_deref()
-                    .map_or("all".to_string(), metrics::label);
-                Effect::gauge(name::ratelimit_used(&instance, &consumer), used)
-            })
-            .collect()
+                out.push(Effect::gauge(
+                    name::ratelimit_used(&instance, &consumer),
+                    used,
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -310,7 +364,7 @@ fn counted(hold: &Hold) -> &[Option<(u64, u64)>] {
 
 fn charge_nonzero(
     host: &dyn Host,
-    key: &str,
+    at: At<'_>,
     now: u64,
     limit: Limit,
     tokens: u64,
@@ -318,7 +372,7 @@ fn charge_nonzero(
     if tokens == 0 {
         return Ok(());
     }
-    charge(host.store(), key, now, limit.window_secs, tokens).map(|_| ())
+    charge(host.store(), at, now, limit.window_secs, tokens).map(|_| ())
 }
 
 #[cfg(test)]

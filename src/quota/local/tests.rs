@@ -1,4 +1,5 @@
-//! Shared-data counters: keys, windows, CAS races, admission and settlement per strategy.
+//! Shared-data counters: keys and slots, windows, CAS races, admission and settlement per
+//! strategy.
 
 use super::*;
 use crate::config;
@@ -25,6 +26,11 @@ fn limited() -> Config {
     .unwrap()
 }
 
+/// Slot `slot` of the value at `key`.
+fn at(key: &str, slot: usize) -> At<'_> {
+    At { key, slot }
+}
+
 fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a> {
     Ctx {
         config: c,
@@ -38,36 +44,56 @@ fn ctx<'a>(c: &'a Config, consumer: Option<&'a str>) -> Ctx<'a> {
 fn charges_add_up_and_roll_over() {
     let s = Mem::default();
     store::seed(&s, "k", &Counter::default().encode()).unwrap();
-    assert_eq!(charge(&s, "k", 125, 60, 10).unwrap().used, 10);
-    assert_eq!(charge(&s, "k", 130, 60, 7).unwrap().used, 17);
-    assert_eq!(read(&s, "k", 179, 60).used, 17);
+    assert_eq!(charge(&s, at("k", 0), 125, 60, 10).unwrap().used, 10);
+    assert_eq!(charge(&s, at("k", 0), 130, 60, 7).unwrap().used, 17);
+    assert_eq!(read(&s, at("k", 0), 179, 60).used, 17);
     // Next window.
-    assert_eq!(read(&s, "k", 180, 60).used, 0);
+    assert_eq!(read(&s, at("k", 0), 180, 60).used, 0);
     assert_eq!(
-        charge(&s, "k", 181, 60, 2).unwrap(),
+        charge(&s, at("k", 0), 181, 60, 2).unwrap(),
         Counter {
             window_start: 180,
             used: 2
         }
     );
+    // Another slot of the same value counts on its own, in a window of its own.
+    assert_eq!(charge(&s, at("k", 2), 181, 30, 5).unwrap().used, 5);
+    assert_eq!(s.value("k").as_deref(), Some("180:2,,180:5"));
+    assert_eq!(read(&s, at("k", 0), 181, 60).used, 2);
+    assert_eq!(read(&s, at("k", 1), 181, 60).used, 0);
+    assert_eq!(read(&s, at("k", 2), 211, 30).used, 0);
 }
 
 #[test]
 fn a_lost_race_is_retried_and_nothing_is_lost() {
     let s = Mem::default();
-    store::seed(&s, "k", &Counter::default().encode()).unwrap();
-    // Another worker charges 5 tokens first, three times.
+    store::seed(&s, "k", b"0:0,0:0").unwrap();
+    // Another worker charges 5 tokens first, three times, to the other instance's slot:
+    // the race is on the whole value, and neither charge is lost.
     *s.rival.borrow_mut() = Some(Box::new(|v| {
-        let mut c = Counter::at(v.and_then(Counter::decode), 100, 60);
+        let mut c = Counter::at(Counter::in_slot(v, 1), 100, 60);
         c.used += 5;
-        c.encode()
+        c.into_slot(v, 1)
     }));
     s.interfere.set(3);
-    let c = charge(&s, "k", 100, 60, 7).unwrap();
-    assert_eq!(c.used, 22);
-    assert_eq!(read(&s, "k", 100, 60).used, 22);
+    let c = charge(&s, at("k", 0), 100, 60, 7).unwrap();
+    assert_eq!(c.used, 7);
+    assert_eq!(read(&s, at("k", 0), 100, 60).used, 7);
+    assert_eq!(read(&s, at("k", 1), 100, 60).used, 15);
+    // Then to the same slot.
+    *s.rival.borrow_mut() = Some(Box::new(|v| {
+        let mut c = Counter::at(Counter::in_slot(v, 0), 100, 60);
+        c.used += 5;
+        c.into_slot(v, 0)
+    }));
+    s.interfere.set(2);
+    assert_eq!(charge(&s, at("k", 0), 100, 60, 1).unwrap().used, 18);
+    assert_eq!(s.value("k").as_deref(), Some("60:18,60:15"));
     s.interfere.set(usize::MAX);
-    assert_eq!(charge(&s, "k", 100, 60, 1), Err(StoreError::CasMismatch));
+    assert_eq!(
+        charge(&s, at("k", 0), 100, 60, 1),
+        Err(StoreError::CasMismatch)
+    );
 }
 
 #[test]
@@ -75,27 +101,33 @@ fn admission_reads_every_limit_and_the_binding_one_shows() {
     let c = limited();
     let host = FakeHost::at_ms(1_000_000_000);
     let local = Local::new(&c, "s");
-    assert_eq!(local.counters.len(), 2);
+    assert_eq!(local.sets.len(), 2);
     local.start(&host);
     assert_eq!(
         host.store.keys(),
-        ["aiproxy.rl.s.a.*", "aiproxy.rl.s.b.john"]
+        ["aiproxy.tokens.s.*", "aiproxy.tokens.s.john"]
     );
+    // One slot per instance, a counter where the set limits it.
+    assert_eq!(
+        host.store.value("aiproxy.tokens.s.*").as_deref(),
+        Some("0:0,")
+    );
+    assert_eq!(
+        host.store.value("aiproxy.tokens.s.john").as_deref(),
+        Some(",0:0")
+    );
+    let reads = host.store.reads.get();
     let adm = local.admission(&ctx(&c, None), &host);
     assert_eq!(adm.shown(&c, 0).map(|q| q.remaining), Some(10));
     assert!(adm.per_instance[1].is_none());
+    assert_eq!(host.store.reads.get() - reads, 1);
 
     let now = 1_000_000;
-    charge(&host.store, &counter_key("s", "a", None), now, 60, 3).unwrap();
-    charge(
-        &host.store,
-        &counter_key("s", "b", Some("john")),
-        now,
-        30,
-        5,
-    )
-    .unwrap();
+    charge(&host.store, at("aiproxy.tokens.s.*", 0), now, 60, 3).unwrap();
+    charge(&host.store, at("aiproxy.tokens.s.john", 1), now, 30, 5).unwrap();
+    let reads = host.store.reads.get();
     let john = local.admission(&ctx(&c, Some("john")), &host);
+    assert_eq!(host.store.reads.get() - reads, 2);
     assert_eq!(
         john.shown(&c, 0).map(|q| (q.limit, q.remaining)),
         Some((10, 7))
@@ -124,20 +156,31 @@ fn settling_follows_each_limits_strategy() {
         total_tokens: 7,
         ..Usage::default()
     };
-    let used = |key: &str, window| read(&host.store, key, 1_000_000, window).used;
+    let used = |key: &str, slot, window| read(&host.store, at(key, slot), 1_000_000, window).used;
     local.settle(&ctx(&c, None), 0, &u, None, &host);
-    assert_eq!(used("aiproxy.rl.s.a.*", 60), 7);
+    assert_eq!(used("aiproxy.tokens.s.*", 0, 60), 7);
     // No limit on b for the route, nor for an unknown consumer.
     local.settle(&ctx(&c, None), 1, &u, None, &host);
     local.settle(&ctx(&c, Some("nobody")), 1, &u, None, &host);
-    assert_eq!(used("aiproxy.rl.s.b.john", 30), 0);
+    assert_eq!(used("aiproxy.tokens.s.john", 1, 30), 0);
+    assert_eq!(
+        host.store.value("aiproxy.tokens.s.*").as_deref(),
+        Some("999960:7,")
+    );
     local.settle(&ctx(&c, Some("john")), 1, &u, None, &host);
-    assert_eq!(used("aiproxy.rl.s.b.john", 30), 4);
+    assert_eq!(used("aiproxy.tokens.s.john", 1, 30), 4);
+    // John's answer from a counts to the route's limit on a, and to nothing of his.
+    local.settle(&ctx(&c, Some("john")), 0, &u, None, &host);
+    assert_eq!(used("aiproxy.tokens.s.*", 0, 60), 14);
+    assert_eq!(
+        host.store.value("aiproxy.tokens.s.john").as_deref(),
+        Some(",999990:4")
+    );
     let gauges = local.gauges(&c, &host);
     assert_eq!(
         gauges,
         vec![
-            Effect::gauge(name::ratelimit_used("a", "all"), 7),
+            Effect::gauge(name::ratelimit_used("a", "all"), 14),
             Effect::gauge(name::ratelimit_used("b", "john"), 4)
         ]
     );
@@ -175,7 +218,7 @@ fn reservations_admit_only_what_fits_and_settle_to_the_real_usage() {
         estimate: Some(completion(n)),
         ..ctx(&c, None)
     };
-    let used = || read(&host.store, "aiproxy.rl.s.a.*", 1_000_000, 60).used;
+    let used = || read(&host.store, at("aiproxy.tokens.s.*", 0), 1_000_000, 60).used;
     // Three of 100 fit in 300; the fourth does not, and takes nothing.
     let mut holds = Vec::new();
     for _ in 0..3 {
@@ -211,8 +254,12 @@ fn reservations_admit_only_what_fits_and_settle_to_the_real_usage() {
     local.settle(&ctx(&c, None), 1, &completion(30), Some(&h), &host);
     assert_eq!(used(), 165);
     assert_eq!(
-        read(&host.store, "aiproxy.rl.s.b.*", 1_000_000, 60).used,
+        read(&host.store, at("aiproxy.tokens.s.*", 1), 1_000_000, 60).used,
         30
+    );
+    assert_eq!(
+        host.store.value("aiproxy.tokens.s.*").as_deref(),
+        Some("999960:165,999960:30")
     );
 }
 
@@ -231,10 +278,11 @@ fn a_hold_from_a_past_window_is_not_taken_from_the_new_one() {
     };
     // The answer ends in the next window, having used 20: the past window counted its
     // 100 already, the new one is neither charged again nor given back 80 it never had.
-    charge(&host.store, "aiproxy.rl.s.a.*", 1_000_060, 60, 5).unwrap();
+    let a = at("aiproxy.tokens.s.*", 0);
+    charge(&host.store, a, 1_000_060, 60, 5).unwrap();
     host.now_ns.set(1_000_060_000_000_000);
     local.settle(&ctx(&c, None), 0, &completion(20), Some(&h), &host);
-    assert_eq!(read(&host.store, "aiproxy.rl.s.a.*", 1_000_060, 60).used, 5);
+    assert_eq!(read(&host.store, a, 1_000_060, 60).used, 5);
 }
 
 #[test]
