@@ -123,7 +123,8 @@ impl<'a> JsonBody<'a> {
 
     /// A top-level string member, unescaped.
     pub fn string(&self, key: &str) -> Option<String> {
-        self.raw(key).and_then(|r| serde_json::from_str(r).ok())
+        self.raw(key)
+            .and_then(|r| serde_json::from_slice(r.as_bytes()).ok())
     }
 
     pub fn text(&self) -> &'a str {
@@ -247,7 +248,7 @@ impl Patch {
 /// Every top-level member (key, value span), as serde_json reads the object.
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn serde_members(text: &str) -> Result<Vec<(Cow<'_, str>, usize, usize)>, BodyError> {
-    let mut de = serde_json::Deserializer::from_str(text);
+    let mut de = serde_json::Deserializer::from_slice(text.as_bytes());
     let raw_members = de
         .deserialize_map(TopLevel)
         .and_then(|m| de.end().map(|()| m))

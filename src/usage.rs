@@ -178,10 +178,10 @@ fn text_of(raw: &RawValue) -> Option<String> {
     }
     let raw = raw.get();
     if raw.starts_with('[') {
-        let parts: Vec<Part> = serde_json::from_str(raw).ok()?;
+        let parts: Vec<Part> = serde_json::from_slice(raw.as_bytes()).ok()?;
         Some(parts.into_iter().filter_map(|p| p.text).collect())
     } else {
-        serde_json::from_str::<String>(raw).ok()
+        serde_json::from_slice::<String>(raw.as_bytes()).ok()
     }
 }
 

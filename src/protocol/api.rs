@@ -143,7 +143,7 @@ fn models(config: &Config) -> Vec<(String, &'static str)> {
             .options
             .iter()
             .find(|(k, _)| k == "model")
-            .and_then(|(_, v)| serde_json::from_str::<String>(v).ok());
+            .and_then(|(_, v)| serde_json::from_slice::<String>(v.as_bytes()).ok());
         let id = configured.unwrap_or_else(|| inst.provider.name().to_string());
         if !out.iter().any(|(m, _)| *m == id) {
             out.push((id, inst.provider.name()));

@@ -255,7 +255,7 @@ pub fn streams(instance: &Instance, client: &ClientRequest) -> bool {
 /// The model the upstream is asked for: `options.model` when configured, else the client's.
 pub fn model(instance: &Instance, client: &ClientRequest) -> Option<String> {
     match option(instance, "model") {
-        Some(v) => serde_json::from_str::<String>(v).ok(),
+        Some(v) => serde_json::from_slice::<String>(v.as_bytes()).ok(),
         None => client.model.clone(),
     }
 }

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use super::*;
 
 /// The reading as it was: every deserializer wrapped by `serde_path_to_error`, whose path
-/// goes with serde's message as `read` tells it. (Then `fallback_strategy` told apart as
+/// goes with serde's message as `read` tells it, from the text as a `&str` (serde_json's
+/// `StrRead`; `read` reads its bytes, `SliceRead`, and must tell every error the same). (Then `fallback_strategy` told apart as
 /// `read` does: it was an untagged enum, read in place;
 /// `configuration_errors_read_as_serde_gives_them` holds its message and path.)
 fn tracked(text: &str) -> Result<RawConfig, ConfigError> {

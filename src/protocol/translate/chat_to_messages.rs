@@ -240,10 +240,11 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
             .and_then(|f| f.get("arguments"))
             .and_then(Value::as_str)
             .unwrap_or("{}");
-        let input: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| untranslatable(format!("{at}.function.arguments"), TO))?;
+        let input: Value =
+            serde_json::from_slice(if args.trim().is_empty() { "{}" } else { args }.as_bytes())
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| untranslatable(format!("{at}.function.arguments"), TO))?;
         blocks.push(json!({
             "type": "tool_use",
             "id": call.get("id").cloned().unwrap_or(Value::Null),

@@ -21,7 +21,7 @@ use crate::usage::{Usage, MAX_JSON_FOR_USAGE};
 
 /// The client's body as a JSON object, members in order.
 fn object(req: &Request<'_>) -> Result<Map<String, Value>, ProxyError> {
-    serde_json::from_str(req.body.text())
+    serde_json::from_slice(req.body.text().as_bytes())
         .map_err(|e| ProxyError::Body(BodyError::Invalid(e.to_string())))
 }
 
@@ -35,7 +35,7 @@ fn untranslatable(field: impl Into<String>, to: &'static str) -> ProxyError {
 /// `options`, in the instance's protocol, over the translated body.
 fn merge_options(body: &mut Map<String, Value>, instance: &Instance) {
     for (key, raw) in &instance.options {
-        if let Ok(v) = serde_json::from_str::<Value>(raw) {
+        if let Ok(v) = serde_json::from_slice::<Value>(raw.as_bytes()) {
             body.insert(key.clone(), v);
         }
     }

@@ -223,7 +223,7 @@ impl ToMessages {
                 .and_then(Value::as_str)
                 .unwrap_or("{}");
             self.tally.text(args);
-            let input = serde_json::from_str::<Value>(args)
+            let input = serde_json::from_slice::<Value>(args.as_bytes())
                 .ok()
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
