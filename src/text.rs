@@ -21,7 +21,7 @@ pub fn num(n: u64) -> String {
 }
 
 /// Appends a number in decimal, as `n.to_string()` spells it.
-#[inline(never)]
+#[inline(never)] // one copy of the digits' loop for the counters' writes ("Round 10")
 pub fn push_num(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
     out.extend_from_slice(digits(n, &mut buf));
