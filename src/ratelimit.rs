@@ -80,6 +80,14 @@ impl Counter {
         Counter::decode(stored.get(start..end)?)
     }
 
+    /// Every slot of a limit set's stored counters, in order (`None` where a slot is empty or
+    /// not a counter): one pass, for a reader of every slot.
+    pub fn all_slots(counters: Option<&[u8]>) -> Vec<Option<Counter>> {
+        counters.map_or_else(Vec::new, |c| {
+            c.split(|b| *b == b',').map(Counter::decode).collect()
+        })
+    }
+
     /// A limit set's stored counters with this counter in slot `slot` and the others as
     /// they were (slots that were missing are added empty).
     pub fn into_slot(&self, counters: Option<&[u8]>, slot: usize) -> Vec<u8> {
@@ -272,6 +280,24 @@ mod tests {
                 Some(c(slot as u64, 10 + slot as u64))
             );
         }
+        // Read all at once, every slot is what it is read alone.
+        for stored in [
+            b"120:7,,60:3".as_slice(),
+            b"",
+            b",",
+            b"junk,5:6,",
+            b"0:10,1:11,2:12,3:13",
+        ] {
+            let all = Counter::all_slots(Some(stored));
+            for slot in 0..6 {
+                assert_eq!(
+                    all.get(slot).copied().flatten(),
+                    Counter::in_slot(Some(stored), slot),
+                    "{slot} of {stored:?}"
+                );
+            }
+        }
+        assert!(Counter::all_slots(None).is_empty());
         assert_eq!(
             c(u64::MAX, 0).encode(),
             format!("{}:0", u64::MAX).into_bytes()

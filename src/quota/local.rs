@@ -156,25 +156,23 @@ impl Backend for Local {
     fn admission(&self, q: &Ctx<'_>, host: &dyn Host) -> Admission {
         let now = now_secs(host);
         let store = host.store();
-        // One read per limit set that applies, whatever the number of instances.
-        let sets: Vec<_> = applicable_sets(q.config, q.consumer)
-            .filter(|(_, _, set)| limited(set))
-            .map(|(who, id, set)| (id, set, store::read(store, &set_key(q.scope, who))))
-            .collect();
-        let per_instance = (0..q.config.instances.len())
-            .map(|i| {
-                let applicable = sets.iter().filter_map(|(id, set, stored)| {
-                    let limit = set.per_instance.get(i).copied().flatten()?;
-                    let counter = Counter::at(
-                        Counter::in_slot(stored.as_deref(), i),
-                        now,
-                        limit.window_secs,
-                    );
-                    Some((Quota::of(limit, counter, now), *id))
-                });
-                ratelimit::binding(applicable)
-            })
-            .collect();
+        // One read per limit set that applies, whatever the number of instances, and one
+        // pass over its slots; each instance's binding quota kept as the sets come (route,
+        // then consumer: the first of equals binds, as `ratelimit::binding` picks).
+        let mut per_instance = vec![None; q.config.instances.len()];
+        for (who, id, set) in applicable_sets(q.config, q.consumer).filter(|s| limited(s.2)) {
+            let stored = store::read(store, &set_key(q.scope, who)).unwrap_or_default();
+            let mut slots = stored.split(|b| *b == b',');
+            for (i, binds) in per_instance.iter_mut().enumerate() {
+                let slot = slots.next();
+                let Some(limit) = set.per_instance.get(i).copied().flatten() else {
+                    continue;
+                };
+                let counter = Counter::at(slot.and_then(Counter::decode), now, limit.window_secs);
+                let quota = (Quota::of(limit, counter, now), id);
+                *binds = ratelimit::binding(binds.take().into_iter().chain(Some(quota)));
+            }
+        }
         Admission { per_instance }
     }
 
@@ -325,13 +323,14 @@ impl Backend for Local {
         let mut out = Vec::new();
         for set in &self.sets {
             let stored = store::read(host.store(), &set.key);
+            let slots = Counter::all_slots(stored.as_deref());
             let consumer = set
                 .consumer
                 .as_deref()
                 .map_or("all".to_string(), metrics::label);
             for (slot, limit) in set.limits.iter().enumerate() {
                 let Some(limit) = limit else { continue };
-                let counter = Counter::in_slot(stored.as_deref(), slot);
+                let counter = slots.get(slot).copied().flatten();
                 let used = Counter::at(counter, now, limit.window_secs).used;
                 let instance = config
                     .instances
