@@ -40,6 +40,7 @@
 // Benchmark-only cost switches, applied by the host layer (wasm32); tested natively.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod ablate;
+pub mod answer;
 pub mod balancer;
 // Used by the host layer only (wasm32); tested natively.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

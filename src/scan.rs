@@ -60,36 +60,44 @@ mod lanes;
 #[path = "scan/words.rs"]
 mod lanes;
 
-/// A cursor over the body's bytes.
-struct Cursor<'a> {
-    b: &'a [u8],
-    i: usize,
+/// A cursor over the body's bytes (also the reader of answers, `answer`).
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) i: usize,
     /// Whether every byte of string content so far was ASCII.
-    ascii: bool,
+    pub(crate) ascii: bool,
 }
 
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor {
+            b,
+            i: 0,
+            ascii: true,
+        }
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    fn bump(&mut self) {
+    pub(crate) fn bump(&mut self) {
         self.i = self.i.saturating_add(1);
     }
 
     /// Takes `c` or fails.
-    fn eat(&mut self, c: u8) -> Option<()> {
+    pub(crate) fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.bump())
     }
 
     /// Takes `word` (a literal's rest) or fails.
-    fn word(&mut self, word: &[u8]) -> Option<()> {
+    pub(crate) fn word(&mut self, word: &[u8]) -> Option<()> {
         let end = self.i.checked_add(word.len())?;
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
     }
 
     /// JSON whitespace (space, tab, line feed, carriage return), as serde_json skips it.
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
             self.bump();
         }
@@ -120,7 +128,7 @@ impl Cursor<'_> {
     }
 
     /// A string, from its opening quote; returns whether it had an escape.
-    fn string(&mut self) -> Option<bool> {
+    pub(crate) fn string(&mut self) -> Option<bool> {
         self.eat(b'"')?;
         let mut escaped = false;
         loop {
@@ -204,7 +212,7 @@ impl Cursor<'_> {
     /// Any value, at any depth (as serde_json skips a raw value: no depth limit). `open` is
     /// the stack of the containers the scan is inside of.
     #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
-    fn value(&mut self, open: &mut Vec<u8>) -> Option<()> {
+    pub(crate) fn value(&mut self, open: &mut Vec<u8>) -> Option<()> {
         open.clear();
         loop {
             // A value starts here.
@@ -263,11 +271,7 @@ impl Cursor<'_> {
 /// The body as text and its top-level members, when it is one JSON object (and nothing but
 /// whitespace after it) in UTF-8; `None` when the scan is not sure (then serde_json decides).
 pub fn object(bytes: &[u8]) -> Option<(&str, Vec<Member<'_>>)> {
-    let mut c = Cursor {
-        b: bytes,
-        i: 0,
-        ascii: true,
-    };
+    let mut c = Cursor::new(bytes);
     // Spans first (key, value): keys become text once the whole body is known to be UTF-8.
     let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
     let mut open = Vec::new();

@@ -1,9 +1,7 @@
 //! Token usage and the reported model, read from a response as it passes: a JSON body, or an
 //! SSE stream whose usage-only event is dropped when the client did not ask for it.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
+use crate::answer::{self, Answer, Inner, RawUsage};
 use crate::sse::{Event, SseFramer, Verdict};
 
 /// JSON bodies larger than this are passed on without being read for usage.
@@ -22,31 +20,6 @@ pub struct Usage {
     pub reasoning_tokens: u64,
 }
 
-/// Usage as OpenAI reports it: chat and completions (`prompt_tokens`, ...), and the
-/// Responses API (`input_tokens`, ..., read through the aliases).
-#[derive(Deserialize)]
-struct RawUsage {
-    #[serde(alias = "input_tokens")]
-    prompt_tokens: Option<u64>,
-    #[serde(alias = "output_tokens")]
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-    #[serde(alias = "input_tokens_details")]
-    prompt_tokens_details: Option<PromptDetails>,
-    #[serde(alias = "output_tokens_details")]
-    completion_tokens_details: Option<CompletionDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct CompletionDetails {
-    reasoning_tokens: Option<u64>,
-}
-
 impl From<RawUsage> for Usage {
     fn from(r: RawUsage) -> Usage {
         let prompt = r.prompt_tokens.unwrap_or(0);
@@ -55,14 +28,8 @@ impl From<RawUsage> for Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: r.total_tokens.unwrap_or(prompt.saturating_add(completion)),
-            cached_tokens: r
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            reasoning_tokens: r
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+            cached_tokens: r.cached_tokens.unwrap_or(0),
+            reasoning_tokens: r.reasoning_tokens.unwrap_or(0),
         }
     }
 }
@@ -70,56 +37,18 @@ impl From<RawUsage> for Usage {
 impl Usage {
     /// OpenAI's `usage` object (chat, completions or Responses names) as the filter counts it.
     pub fn from_openai(usage: &serde_json::Value) -> Option<Usage> {
-        RawUsage::deserialize(usage).ok().map(Usage::from)
+        answer::usage_of_value(usage).map(Usage::from)
     }
-}
-
-/// The `response` object of a Responses stream event (`response.completed` carries the
-/// usage).
-#[derive(Deserialize)]
-struct Inner {
-    model: Option<String>,
-    usage: Option<RawUsage>,
-}
-
-/// The fields read from a response body or a stream event; everything else is skipped
-/// without being built, and the text only borrowed: measured, or copied out when payloads
-/// are logged (`Envelope::of`).
-#[derive(Deserialize)]
-struct Counted<'a> {
-    model: Option<String>,
-    usage: Option<RawUsage>,
-    #[serde(borrow)]
-    choices: Option<Vec<Measured<'a>>>,
-    response: Option<Inner>,
-    #[serde(borrow)]
-    delta: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Measured<'a> {
-    #[serde(borrow)]
-    message: Option<Content<'a>>,
-    #[serde(borrow)]
-    delta: Option<Content<'a>>,
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Content<'a> {
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
 }
 
 /// The length of a raw JSON string, quotes off (0 for anything else): close enough for an
 /// estimate.
-fn raw_len(raw: Option<&RawValue>) -> u64 {
-    raw.map(RawValue::get)
-        .filter(|r| r.starts_with('"'))
-        .map_or(0, |r| {
-            u64::try_from(r.len().saturating_sub(2)).unwrap_or(u64::MAX)
-        })
+fn raw_len(raw: &str) -> u64 {
+    if raw.starts_with('"') {
+        u64::try_from(raw.len().saturating_sub(2)).unwrap_or(u64::MAX)
+    } else {
+        0
+    }
 }
 
 /// What is kept of one body or event.
@@ -137,51 +66,35 @@ struct Envelope {
 }
 
 impl Envelope {
-    /// `c` with its text measured (the raw strings' length), or, when payloads are logged,
+    /// `a` with its text measured (the raw strings' length), or, when payloads are logged,
     /// copied out and counted in characters.
-    fn of(c: Counted<'_>, with_text: bool) -> Envelope {
-        let choices = c.choices.as_ref().map(Vec::len);
-        let raws = c
+    fn of(a: Answer<'_>, with_text: bool) -> Envelope {
+        let choices = a.choices.as_ref().map(Vec::len);
+        let raws = a
             .choices
             .into_iter()
             .flatten()
-            .map(|m| m.message.or(m.delta).and_then(|t| t.content).or(m.text))
-            .chain(std::iter::once(c.delta))
+            .chain(std::iter::once(a.delta))
             .flatten();
         let mut seen = 0u64;
         let mut texts = Vec::new();
         for raw in raws {
             if !with_text {
-                seen = seen.saturating_add(raw_len(Some(raw)));
-            } else if let Some(text) = text_of(raw) {
+                seen = seen.saturating_add(raw_len(raw));
+            } else if let Some(text) = answer::text_of(raw) {
                 let chars = u64::try_from(text.chars().count()).unwrap_or(u64::MAX);
                 seen = seen.saturating_add(chars);
                 texts.push(text);
             }
         }
         Envelope {
-            model: c.model,
-            usage: c.usage,
+            model: a.model,
+            usage: a.usage,
             choices,
-            response: c.response,
+            response: a.response,
             texts,
             seen,
         }
-    }
-}
-
-/// The text of a content value: a string, or the `text` of each part of an array of parts.
-fn text_of(raw: &RawValue) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Part {
-        text: Option<String>,
-    }
-    let raw = raw.get();
-    if raw.starts_with('[') {
-        let parts: Vec<Part> = serde_json::from_slice(raw.as_bytes()).ok()?;
-        Some(parts.into_iter().filter_map(|p| p.text).collect())
-    } else {
-        serde_json::from_slice::<String>(raw.as_bytes()).ok()
     }
 }
 
@@ -291,8 +204,8 @@ impl Meter {
 
     /// Parses a body or event; the text is only built when payloads are logged.
     fn envelope(&self, data: &[u8]) -> Option<Envelope> {
-        let counted = serde_json::from_slice::<Counted>(data).ok()?;
-        Some(Envelope::of(counted, self.text.is_some()))
+        let answer = answer::read(data)?;
+        Some(Envelope::of(answer, self.text.is_some()))
     }
 
     fn read(&mut self, env: Envelope) {

@@ -9,11 +9,15 @@
 //!   usage event; then the output is the stream less some whole events, each a usage-only
 //!   event (`choices: []` and a `usage` object), and every event that is plainly one (its
 //!   data compact JSON with known field types) is among them;
-//! - no usage read means zero usage; the collected text stays within `MAX_LOGGED_TEXT`.
+//! - no usage read means zero usage; the collected text stays within `MAX_LOGGED_TEXT`;
+//! - the reader of answers (`answer`) reads the payload, and the data of each of its
+//!   `data:` lines, as serde's derive code does (`answer::reference`): the same fields,
+//!   texts and usage, or both refuse it.
 
 use std::collections::BTreeMap;
 
 use arbitrary::Unstructured;
+use envoy_ai_proxy::answer::reference as derived;
 use envoy_ai_proxy::usage::{Meter, Usage, MAX_LOGGED_TEXT};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -68,12 +72,29 @@ pub fn check(data: &[u8]) {
         collect_text,
         "text collected iff asked"
     );
+    same_reading(payload);
+    for line in payload.split(|&b| b == b'\n') {
+        if let Some(data) = line.strip_prefix(b"data:") {
+            same_reading(data.trim_ascii_start());
+        }
+    }
     if sse && drop_usage_event {
         check_dropped(payload, &whole.out.0);
     } else {
         assert!(!whole.replaced && !chunked.replaced, "bytes replaced");
         assert_eq!(whole.out.0, payload, "bytes changed");
     }
+}
+
+/// The filter's reader and serde's derive code read `data` alike.
+fn same_reading(data: &[u8]) {
+    let [mine, theirs] = derived::read_twice(data);
+    assert_eq!(
+        mine,
+        theirs,
+        "the reader and the derive code differ on {:?}",
+        String::from_utf8_lossy(data)
+    );
 }
 
 /// What a meter read from an answer fed in chunks.
