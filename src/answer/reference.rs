@@ -1,12 +1,16 @@
 //! Test-only (tests, and the feature `reference-derive` for the `usage` fuzz target): serde's
-//! derive code for the answer's types, as the filter read answers until round 11, and the
-//! oracle the hand-written reader (`answer`) is held to.
+//! derive code for the answers' types, as the filter read answers until round 11, and the
+//! oracle the hand-written readers (`answer`) are held to. Anthropic's types keep their
+//! derive code where they are, in these builds only (`protocol::anthropic`,
+//! `protocol::tally`).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{Answer, Inner, RawUsage};
+use crate::protocol::anthropic::{Event, Message};
+use crate::protocol::tally::AnthropicUsage;
 
 #[derive(Deserialize)]
 struct DerivedUsage {
@@ -121,9 +125,40 @@ pub fn usage_of_value(v: &Value) -> Option<RawUsage> {
     DerivedUsage::deserialize(v).ok().map(RawUsage::from)
 }
 
-/// The same bytes read by the filter's reader and by the derive code, each as what it read
-/// (`Debug`): an answer, the texts of its raw values, and its `usage` read as a `Value`. The
-/// `usage` fuzz target holds the two equal.
+/// `answer::anthropic::message` as the derive code read it.
+pub fn anthropic_message(data: &[u8]) -> Option<Message> {
+    serde_json::from_slice(data).ok()
+}
+
+/// `answer::anthropic::event` as the derive code read it.
+pub fn anthropic_event(data: &[u8]) -> Option<Event> {
+    serde_json::from_slice(data).ok()
+}
+
+/// `answer::anthropic_usage_of_value` as the derive code read it (from an owned `Value`).
+pub fn anthropic_usage_of_value(v: &Value) -> Option<AnthropicUsage> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+/// `answer::error_message` as the derive code read it.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Outer {
+        error: ErrorInner,
+    }
+    #[derive(Deserialize)]
+    struct ErrorInner {
+        message: String,
+    }
+    serde_json::from_slice::<Outer>(body)
+        .ok()
+        .map(|o| o.error.message)
+}
+
+/// The same bytes read by the filter's readers and by the derive code, each as what it read
+/// (`Debug`): an OpenAI answer, the texts of its raw values, its `usage` read as a `Value`,
+/// an Anthropic answer and event, an error body's message, and the `usage` as Anthropic's.
+/// The `usage` fuzz target holds the two equal.
 pub fn read_twice(data: &[u8]) -> [String; 2] {
     let value = serde_json::from_slice::<Value>(data).ok();
     let usage = value.as_ref().and_then(|v| v.get("usage"));
@@ -141,14 +176,22 @@ pub fn read_twice(data: &[u8]) -> [String; 2] {
     let theirs = read(data);
     [
         format!(
-            "{mine:?} {:?} {:?}",
+            "{mine:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             texts(&mine, super::text_of),
-            usage.map(super::usage_of_value)
+            usage.map(super::usage_of_value),
+            super::anthropic::message(data),
+            super::anthropic::event(data),
+            super::error_message(data),
+            usage.map(super::anthropic_usage_of_value),
         ),
         format!(
-            "{theirs:?} {:?} {:?}",
+            "{theirs:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             texts(&theirs, text_of),
-            usage.map(usage_of_value)
+            usage.map(usage_of_value),
+            anthropic_message(data),
+            anthropic_event(data),
+            error_message(data),
+            usage.map(anthropic_usage_of_value),
         ),
     ]
 }

@@ -190,7 +190,7 @@ fn texts_of_strings_and_parts_read_alike() {
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -199,23 +199,23 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub(super) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len())]
     }
-    fn one_in(&mut self, n: usize) -> bool {
+    pub(super) fn one_in(&mut self, n: usize) -> bool {
         self.below(n) == 0
     }
 }
 
 /// Generated answers: the fields the reader reads, with the values they take and the ones
 /// they refuse, in objects and in arrays, between unknown fields and whitespace.
-struct Gen(Rng);
+pub(super) struct Gen(pub(super) Rng);
 
 impl Gen {
-    fn ws(&mut self) -> &'static str {
+    pub(super) fn ws(&mut self) -> &'static str {
         match self.0.below(12) {
             0 => " ",
             1 => "\n ",
@@ -225,7 +225,7 @@ impl Gen {
         }
     }
 
-    fn string(&mut self) -> String {
+    pub(super) fn string(&mut self) -> String {
         let parts = [
             "hi",
             "é😀",
@@ -255,7 +255,7 @@ impl Gen {
         s
     }
 
-    fn count(&mut self) -> String {
+    pub(super) fn count(&mut self) -> String {
         let counts = [
             "0",
             "7",
@@ -283,7 +283,7 @@ impl Gen {
     }
 
     /// Any JSON value (or, rarely, not one), for raw fields and unknown ones.
-    fn any(&mut self, depth: usize) -> String {
+    pub(super) fn any(&mut self, depth: usize) -> String {
         match self.0.below(if depth > 3 { 5 } else { 9 }) {
             0 | 1 => self.string(),
             2 => self.count(),
@@ -324,7 +324,7 @@ impl Gen {
 
     /// A struct: an object of some of its fields (by any name, now and then twice, with an
     /// escape, or unknown ones between), or an array of values in order.
-    fn record(
+    pub(super) fn record(
         &mut self,
         names: &[&str],
         value: &mut dyn FnMut(&mut Gen, usize) -> String,
@@ -365,7 +365,7 @@ impl Gen {
         format!("{{{}{}}}", items.join(","), self.ws())
     }
 
-    fn maybe(&mut self, f: &mut dyn FnMut(&mut Gen) -> String) -> String {
+    pub(super) fn maybe(&mut self, f: &mut dyn FnMut(&mut Gen) -> String) -> String {
         match self.0.below(12) {
             0 => "null".into(),
             1 => self.any(0),

@@ -1,10 +1,12 @@
-//! OpenAI's `usage` already read as a `serde_json::Value` (the translators read events that
-//! way), taken as serde's derive code took it from a `Value`: the same rules as the bytes'
-//! reader in `answer`, over a tree.
+//! OpenAI's and Anthropic's `usage` already read as a `serde_json::Value` (the translators
+//! read events that way), taken as serde's derive code took it from a `Value`: the same
+//! rules as the bytes' reader in `answer`, over a tree.
 
 use serde_json::Value;
 
-use super::{find, Fields, RawUsage, CACHED, REASONING, USAGE};
+use super::reader::{find, Fields};
+use super::{RawUsage, CACHED, REASONING, USAGE};
+use crate::protocol::tally::AnthropicUsage;
 
 /// OpenAI's `usage` object, already read as a `Value` (the translators'), as the derive code
 /// read it: an object, or an array of the five counts in order.
@@ -22,6 +24,19 @@ pub fn usage_of_value(v: &Value) -> Option<RawUsage> {
         cached_tokens: cached,
         reasoning_tokens: reasoning,
     })
+}
+
+/// Anthropic's `usage`, already read as a `Value` (the translator's), as the derive code
+/// read it.
+pub fn anthropic_usage_of_value(v: &Value) -> Option<AnthropicUsage> {
+    let mut f = ValueFields::of(v, super::anthropic::USAGE)?;
+    let u = AnthropicUsage {
+        input_tokens: count_of(f.next()?)?,
+        output_tokens: count_of(f.next()?)?,
+        cache_creation_input_tokens: count_of(f.next()?)?,
+        cache_read_input_tokens: count_of(f.next()?)?,
+    };
+    f.done().then_some(u)
 }
 
 /// A struct's fields in a `Value`: by name from an object (a field given twice, by two of

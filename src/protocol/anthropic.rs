@@ -4,7 +4,6 @@
 //! output tokens) without changing a byte, and Anthropic-style errors
 //! (`{"type":"error","error":{"type","message"}}`) for clients of this API.
 
-use serde::Deserialize;
 use serde_json::json;
 
 use super::tally::{AnthropicUsage, Tally};
@@ -91,24 +90,28 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
     })
 }
 
-/// What is read of a Messages answer, or of one stream event.
-#[derive(Deserialize, Default)]
+/// What is read of a Messages answer, or of one stream event (by `answer::anthropic`; serde's
+/// derive code, its reference, only in tests and the fuzz build).
+#[derive(Debug, Default, PartialEq)]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
 pub struct Message {
     pub model: Option<String>,
     pub usage: Option<AnthropicUsage>,
     pub content: Option<Vec<Block>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq)]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
 pub struct Block {
     pub text: Option<String>,
     pub thinking: Option<String>,
 }
 
 /// One stream event (only the members the filter reads).
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq)]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
 pub struct Event {
-    #[serde(rename = "type")]
+    #[cfg_attr(any(test, feature = "reference-derive"), serde(rename = "type"))]
     pub kind: Option<String>,
     /// `message_start`.
     pub message: Option<Message>,
@@ -118,7 +121,8 @@ pub struct Event {
     pub delta: Option<Delta>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq)]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
 pub struct Delta {
     pub text: Option<String>,
     pub partial_json: Option<String>,
@@ -162,7 +166,7 @@ impl Meter {
     }
 
     fn on_event(&mut self, e: &SseEvent<'_>) {
-        let Ok(event) = serde_json::from_slice::<Event>(&e.data) else {
+        let Some(event) = crate::answer::anthropic::event(&e.data) else {
             return;
         };
         if let Some(u) = event.usage() {
@@ -182,7 +186,7 @@ impl Meter {
 
     fn on_body(&mut self) {
         let body = std::mem::take(&mut self.json);
-        let Ok(m) = serde_json::from_slice::<Message>(&body) else {
+        let Some(m) = crate::answer::anthropic::message(&body) else {
             return;
         };
         if let Some(u) = &m.usage {

@@ -8,7 +8,7 @@
 pub mod anthropic;
 pub mod api;
 pub mod openai;
-mod tally;
+pub mod tally;
 pub mod translate;
 
 use crate::body::{BodyError, JsonBody, Patch};
@@ -211,17 +211,7 @@ pub fn rewrap_error(from: Wire, to: Wire, status: u32, body: &[u8]) -> Vec<u8> {
 
 /// `error.message` of an OpenAI or Anthropic error body.
 pub fn error_message(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Outer {
-        error: Inner,
-    }
-    #[derive(serde::Deserialize)]
-    struct Inner {
-        message: String,
-    }
-    serde_json::from_slice::<Outer>(body)
-        .ok()
-        .map(|o| o.error.message)
+    crate::answer::error_message(body)
 }
 
 /// The upstream path of `kind` on `instance`, or why there is none.

@@ -2,13 +2,12 @@
 //! the way the filter counts it), the model, the characters of text seen, and the text
 //! itself when payloads are logged.
 
-use serde::Deserialize;
-
 use crate::usage::{Usage, MAX_LOGGED_TEXT};
 
 /// Anthropic's usage. Cumulative in a stream: `message_start` has the input and cache
 /// tokens, each `message_delta` the output tokens so far (and, lately, the input ones again).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "reference-derive"), derive(serde::Deserialize))]
 pub struct AnthropicUsage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,

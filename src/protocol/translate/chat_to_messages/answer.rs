@@ -26,7 +26,7 @@ pub struct ToChat {
 
 impl ToChat {
     fn add_usage(&mut self, u: Option<&Value>) {
-        if let Some(u) = u.and_then(|u| serde_json::from_value::<AnthropicUsage>(u.clone()).ok()) {
+        if let Some(u) = u.and_then(crate::answer::anthropic_usage_of_value) {
             self.usage.get_or_insert_with(Default::default).update(&u);
         }
     }
