@@ -226,3 +226,41 @@ pub fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
 }
+
+/// A small deterministic generator (xorshift), so failures reproduce; and the byte-level
+/// mutation the differential tests apply to their inputs.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// Changes `b` at one place: a byte taken out, or one of `alphabet` put in or over one.
+    pub fn mutate(&mut self, b: &mut Vec<u8>, alphabet: &[u8]) {
+        let at = self.below(b.len() + 1);
+        match self.below(3) {
+            0 if at < b.len() => {
+                b.remove(at);
+            }
+            1 => b.insert(at, alphabet[self.below(alphabet.len())]),
+            _ if at < b.len() => b[at] = alphabet[self.below(alphabet.len())],
+            _ => {}
+        }
+    }
+}

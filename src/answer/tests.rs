@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::*;
+use crate::testing::Rng;
 
 /// Reads `data` both ways and holds them equal; whether it was read.
 fn same(data: &[u8]) -> bool {
@@ -187,27 +188,6 @@ fn texts_of_strings_and_parts_read_alike() {
     );
     // A part written as an array of its one field is read too.
     assert_eq!(text_of(cases[5]).as_deref(), Some("abc"));
-}
-
-/// A small deterministic generator (xorshift), so failures reproduce.
-pub(super) struct Rng(pub(super) u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    pub(super) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-    pub(super) fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
 }
 
 /// Generated answers: the fields the reader reads, with the values they take and the ones
@@ -470,16 +450,7 @@ fn generated_and_mutated_answers_never_disagree() {
         }
         let mut b = doc.into_bytes();
         for _ in 0..1 + g.0.below(2) {
-            let at = g.0.below(b.len() + 1);
-            let byte = alphabet[g.0.below(alphabet.len())];
-            match g.0.below(3) {
-                0 if at < b.len() => {
-                    b.remove(at);
-                }
-                1 => b.insert(at, byte),
-                _ if at < b.len() => b[at] = byte,
-                _ => {}
-            }
+            g.0.mutate(&mut b, alphabet);
         }
         if same(&b) {
             mutated_ok += 1;

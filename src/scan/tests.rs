@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::body::JsonBody;
+use crate::testing::Rng;
 
 /// The same answer both ways (`Err` compared by message), and whether the scan answered.
 fn same(input: &[u8]) -> bool {
@@ -89,21 +90,6 @@ fn invalid_bodies_are_refused_the_same_way() {
     }
 }
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn mutated_bodies_never_disagree() {
     let seeds: Vec<Vec<u8>> = vec![
@@ -121,15 +107,7 @@ fn mutated_bodies_never_disagree() {
         for _ in 0..3000 {
             let mut b = seed.clone();
             for _ in 0..1 + rng.below(3) {
-                let at = rng.below(b.len() + 1);
-                match rng.below(3) {
-                    0 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    1 => b.insert(at, alphabet[rng.below(alphabet.len())]),
-                    _ if at < b.len() => b[at] = alphabet[rng.below(alphabet.len())],
-                    _ => {}
-                }
+                rng.mutate(&mut b, alphabet);
             }
             if same(&b) {
                 fast += 1;

@@ -5,9 +5,10 @@
 use serde_json::Value;
 
 use super::super::reference;
-use super::super::tests::{Gen, Rng};
+use super::super::tests::Gen;
 use super::*;
 use crate::answer::{anthropic_usage_of_value, error_message};
+use crate::testing::Rng;
 
 /// Reads `data` every way both readers read it and holds them equal; what was read (an
 /// answer, an event, an error's message).
@@ -186,16 +187,7 @@ fn generated_and_mutated_answers_events_and_errors_never_disagree() {
             *count += usize::from(was);
         }
         let mut b = doc.into_bytes();
-        let at = g.0.below(b.len() + 1);
-        let byte = alphabet[g.0.below(alphabet.len())];
-        match g.0.below(3) {
-            0 if at < b.len() => {
-                b.remove(at);
-            }
-            1 => b.insert(at, byte),
-            _ if at < b.len() => b[at] = byte,
-            _ => {}
-        }
+        g.0.mutate(&mut b, alphabet);
         same(&b);
     }
     eprintln!(
