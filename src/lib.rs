@@ -14,8 +14,8 @@
 //! 3. Response headers: classify the outcome once (`outcome`); a retriable failure starts
 //!    the next attempt as a callout (`exchange::response`, `fallback`), Envoy's own
 //!    plain-text replies become JSON errors (`error`).
-//! 4. Response body: read usage and the model as it passes (`usage`, `sse`), dropping the
-//!    usage event a client did not ask for.
+//! 4. Response body: read usage and the model as it passes (`usage`, `sse`; the answers'
+//!    fields read by `answer`), dropping the usage event a client did not ask for.
 //! 5. End: charge the tokens to the instance that answered (`quota`), set access-log values
 //!    and metrics (`exchange::account`, `metrics`).
 //!

@@ -12,6 +12,9 @@
 //! It only answers when it is sure: a body it does not accept (invalid, not UTF-8, or a key
 //! with an escape it would have to decode) goes to serde_json (`body::JsonBody::parse`),
 //! which then accepts or refuses it with the same error as it always did.
+//!
+//! Its cursor also carries the answers' reader (`answer::reader`), which skips values as
+//! this scan does.
 
 /// A top-level member: its key (as written: it has no escapes) and its value's byte span.
 #[derive(Debug, Clone, PartialEq, Eq)]
