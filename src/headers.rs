@@ -171,6 +171,7 @@ impl<'w> Pairs<'w> {
 impl<'w> Iterator for Pairs<'w> {
     type Item = (&'w [u8], &'w [u8]);
 
+    #[inline] // every header lookup; out of line under the wasm build's inline threshold
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.count {
             return None;

@@ -206,6 +206,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A key and its colon, inside an object.
+    #[inline]
     fn key_colon(&mut self) -> Option<()> {
         self.string()?;
         self.ws();

@@ -54,6 +54,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next value is `null` (taken), as `Option` reads it.
+    #[inline]
     pub(crate) fn null(&mut self) -> Option<bool> {
         if self.look() == Some(b'n') {
             self.c.word(b"null")?;
@@ -63,6 +64,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `,` between the elements of an array, `]` after the last: whether another follows.
+    #[inline]
     pub(crate) fn more(&mut self, first: bool) -> Option<bool> {
         match self.look()? {
             b']' => {
