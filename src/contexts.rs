@@ -3,7 +3,7 @@
 //! owned by the context that was running when it went out. Pure (the host's entry points
 //! in `host::entry` hold one of each and call into them), so tested natively.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Root contexts (`R`) and request contexts (`H`), by Envoy's ids.
 pub struct Contexts<R, H> {
@@ -14,8 +14,8 @@ pub struct Contexts<R, H> {
 impl<R, H> Default for Contexts<R, H> {
     fn default() -> Self {
         Contexts {
-            roots: HashMap::new(),
-            requests: HashMap::new(),
+            roots: HashMap::default(),
+            requests: HashMap::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (`aiproxy.instance.<i>.model.<m>....`) and become Prometheus labels through the
 //! bootstrap's `stats_tags`. Each metric is defined once per VM; its id is cached here.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Distinct model labels per VM; beyond it, models count as `other` (a client-chosen model
 /// name must not grow the stats without bound).
