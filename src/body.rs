@@ -5,8 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::scan;
 
@@ -245,22 +244,31 @@ impl Patch {
     }
 }
 
-/// Every top-level member (key, value span), as serde_json reads the object.
+/// Every top-level member (key, value span) of a body the scan was not sure of: serde_json
+/// accepts or refuses it (its error is the client's) and decodes the keys; the scan, which
+/// accepts whatever serde_json does, locates the values. (serde_json could give the spans
+/// itself only with its `raw_value` feature, whose `Value` reading costs the module 4 MB of
+/// V8's compile memory and reads `{"$serde_json::private::RawValue": "…"}` as the JSON in
+/// the string: "Round 13" in docs/performance.md.)
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn serde_members(text: &str) -> Result<Vec<(Cow<'_, str>, usize, usize)>, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(text.as_bytes());
-    let raw_members = de
+    let keys = de
         .deserialize_map(TopLevel)
         .and_then(|m| de.end().map(|()| m))
         .map_err(|e| BodyError::Invalid(e.to_string()))?;
-    let base = text.as_ptr() as usize;
-    Ok(raw_members
+    let spans = scan::value_spans(text).unwrap_or_default();
+    if spans.len() != keys.len() {
+        // Not reached: the scan is held to serde_json on every body its tests and the
+        // `body` fuzz target try.
+        return Err(BodyError::Invalid(
+            "its members could not be located".into(),
+        ));
+    }
+    Ok(keys
         .into_iter()
-        .map(|(key, raw)| {
-            // The raw value borrows from `text`: its address gives its offset.
-            let start = (raw.get().as_ptr() as usize).wrapping_sub(base);
-            (key, start, start.saturating_add(raw.get().len()))
-        })
+        .zip(spans)
+        .map(|(key, (start, end))| (key, start, end))
         .collect())
 }
 
@@ -279,11 +287,11 @@ fn fold_eq(a: &str, b: &str) -> bool {
     a.chars().map(fold).eq(b.chars().map(fold))
 }
 
-/// Visits the top-level object, keeping each value as raw, borrowed JSON.
+/// Visits the top-level object, keeping its keys (each value is validated and passed over).
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    type Value = Vec<Cow<'de, str>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -292,8 +300,8 @@ impl<'de> Visitor<'de> for TopLevel {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            out.push((key, value));
+            map.next_value::<IgnoredAny>()?;
+            out.push(key);
         }
         Ok(out)
     }

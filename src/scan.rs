@@ -11,7 +11,9 @@
 //!
 //! It only answers when it is sure: a body it does not accept (invalid, not UTF-8, or a key
 //! with an escape it would have to decode) goes to serde_json (`body::JsonBody::parse`),
-//! which then accepts or refuses it with the same error as it always did.
+//! which then accepts or refuses it with the same error as it always did, and takes the
+//! keys it has decoded; the values' spans in a body serde_json accepts come from this scan
+//! again (`value_spans`), which takes escaped keys there.
 //!
 //! Its cursor also carries the answers' reader (`answer::reader`), which skips values as
 //! this scan does.
@@ -277,6 +279,41 @@ impl<'a> Cursor<'a> {
 pub fn object(bytes: &[u8]) -> Option<(&str, Vec<Member<'_>>)> {
     let mut c = Cursor::new(bytes);
     // Spans first (key, value): keys become text once the whole body is known to be UTF-8.
+    let spans = walk(&mut c, false)?;
+    let text = if c.ascii {
+        // SAFETY: the scan took every byte outside strings as one of JSON's ASCII
+        // characters, and saw that every byte inside them was ASCII too; ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    } else {
+        std::str::from_utf8(bytes).ok()?
+    };
+    let members = spans
+        .into_iter()
+        .map(|(ks, ke, start, end)| {
+            Some(Member {
+                key: text.get(ks..ke)?,
+                start,
+                end,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some((text, members))
+}
+
+/// The byte spans of the top-level values of a body serde_json has read as one object
+/// (`body`'s fallback, which takes the keys from serde_json, escaped ones decoded), in order;
+/// `None` if the scan would refuse it.
+#[inline(never)] // compiled on its own: the fallback, not the hot path
+pub fn value_spans(text: &str) -> Option<Vec<(usize, usize)>> {
+    let spans = walk(&mut Cursor::new(text.as_bytes()), true)?;
+    Some(spans.into_iter().map(|(_, _, s, e)| (s, e)).collect())
+}
+
+/// One JSON object and nothing but whitespace after it: each member's key span (inside its
+/// quotes) and value span. `escaped_keys`: whether a key with an escape is taken (only its
+/// span is known then, not its text).
+#[inline(always)] // `object`'s is the hot path, compiled as it was before `value_spans`
+fn walk(c: &mut Cursor<'_>, escaped_keys: bool) -> Option<Vec<(usize, usize, usize, usize)>> {
     let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
     let mut open = Vec::new();
     c.ws();
@@ -285,7 +322,7 @@ pub fn object(bytes: &[u8]) -> Option<(&str, Vec<Member<'_>>)> {
     if c.peek()? != b'}' {
         loop {
             let key_start = c.i.saturating_add(1);
-            if c.string()? {
+            if c.string()? && !escaped_keys {
                 // An escaped key must be decoded: serde_json's job.
                 return None;
             }
@@ -309,27 +346,7 @@ pub fn object(bytes: &[u8]) -> Option<(&str, Vec<Member<'_>>)> {
     }
     c.bump();
     c.ws();
-    if c.i != bytes.len() {
-        return None;
-    }
-    let text = if c.ascii {
-        // SAFETY: the scan took every byte outside strings as one of JSON's ASCII
-        // characters, and saw that every byte inside them was ASCII too; ASCII is UTF-8.
-        unsafe { std::str::from_utf8_unchecked(bytes) }
-    } else {
-        std::str::from_utf8(bytes).ok()?
-    };
-    let members = spans
-        .into_iter()
-        .map(|(ks, ke, start, end)| {
-            Some(Member {
-                key: text.get(ks..ke)?,
-                start,
-                end,
-            })
-        })
-        .collect::<Option<_>>()?;
-    Some((text, members))
+    (c.i == c.b.len()).then_some(spans)
 }
 
 #[cfg(test)]

@@ -315,3 +315,31 @@ async fn attack_11_a_2_mib_body_passes_the_shipped_demo() {
     assert_eq!(envoy.chat(&big).await.unwrap().status(), 200);
     assert!(mock.last().unwrap().body.len() > 2 << 20);
 }
+
+/// 12. An object whose first key is serde_json's private raw-value token, with JSON in its
+/// string, was read as that JSON wherever the filter reads a body as a `Value` (translating
+/// to Anthropic, while serde_json's `raw_value` feature was built in): a client's tool schema
+/// reached the provider as something else than it sent. It reaches the provider as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_12_the_raw_value_token_is_an_ordinary_key_when_translating() {
+    let mock = MockLlm::start().await.unwrap();
+    let envoy = Envoy::with_config(&json!({"provider": "anthropic",
+                                           "auth": {"header": {"x-api-key": "k"}}}))
+    .cluster("anthropic", mock.port())
+    .start()
+    .await
+    .unwrap();
+    let mut body = chat();
+    body["tools"] = json!([{"type": "function", "function": {"name": "f",
+        "parameters": {"$serde_json::private::RawValue": "{\"type\":\"object\"}"}}}]);
+    let resp = envoy.chat(&body).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The raw bytes: the mock's own serde_json could read the token as the JSON too.
+    let sent = String::from_utf8(mock.last().unwrap().body.to_vec()).unwrap();
+    assert!(
+        sent.contains(
+            r#""input_schema":{"$serde_json::private::RawValue":"{\"type\":\"object\"}"}"#
+        ),
+        "{sent}"
+    );
+}

@@ -95,8 +95,10 @@ fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, 
     let model = super::model(instance, client);
     // A stream reports usage only when asked: ask, keeping the client's (or the
     // configuration's) other stream options, and remember whether the client asked itself.
-    // The client's options are read as raw JSON, never as a `serde_json::Value` (whose
-    // `raw_value` feature reads `{"$serde_json::private::RawValue": "true"}` as `true`).
+    // The client's options are read as raw JSON, never as a `serde_json::Value` (which,
+    // with serde_json's `raw_value` feature, as the tests build it, reads
+    // `{"$serde_json::private::RawValue": "true"}` as `true`; the shipped build has no such
+    // feature).
     let usage_edit = if stream && client.kind.asks_for_stream_usage() {
         stream_usage_edit(option("stream_options").or_else(|| body.raw("stream_options")))?
     } else {

@@ -3,15 +3,63 @@
 //! gives its error, as before).
 
 use super::*;
-use crate::body::JsonBody;
+use crate::body::{BodyError, JsonBody};
 use crate::testing::Rng;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// The same answer both ways (`Err` compared by message), and whether the scan answered.
+/// Both are also held to serde_json's own spans (`reference`).
 fn same(input: &[u8]) -> bool {
     let fast = JsonBody::parse(input).map(|b| b.spans());
     let slow = JsonBody::without_scan(input).map(|b| b.spans());
     assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(input));
+    let shown = String::from_utf8_lossy(input);
+    match (&slow, reference(input)) {
+        (Ok((members, _)), Some(Ok(r))) => assert_eq!(members, &r, "{shown:?}"),
+        (Err(BodyError::Invalid(e)), Some(Err(r))) => assert_eq!(e, &r, "{shown:?}"),
+        (Err(BodyError::DuplicateKey(_)), Some(Ok(_)))
+        | (Err(BodyError::Empty), Some(Err(_)))
+        | (Err(BodyError::NotUtf8), None) => {}
+        (s, r) => panic!("{s:?} against serde_json's {r:?} for {shown:?}"),
+    }
     object(input).is_some()
+}
+
+/// Each member's key and value span.
+type Spans = Vec<(String, usize, usize)>;
+
+/// The members and spans serde_json gives itself with its `raw_value` feature (test builds
+/// only: the shipped module goes without it), or its error; `None` when not UTF-8.
+fn reference(input: &[u8]) -> Option<Result<Spans, String>> {
+    struct Raw;
+    impl<'de> Visitor<'de> for Raw {
+        type Value = Vec<(String, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(kv) = map.next_entry()? {
+                out.push(kv);
+            }
+            Ok(out)
+        }
+    }
+    let text = std::str::from_utf8(input).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = serde::Deserializer::deserialize_map(&mut de, Raw)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| e.to_string());
+    let base = text.as_ptr() as usize;
+    Some(members.map(|m| {
+        m.into_iter()
+            .map(|(k, v)| {
+                let start = v.get().as_ptr() as usize - base;
+                (k, start, start + v.get().len())
+            })
+            .collect()
+    }))
 }
 
 #[test]
