@@ -8,7 +8,7 @@ use crate::config::{self, ConfigError};
 use crate::effect::{Effect, Host, Input, Out, Purpose};
 use crate::exchange::Plugin;
 use crate::health::{prober, shared};
-use crate::metrics::{self, name};
+use crate::metrics::name;
 use crate::quota::Ctx;
 use crate::usage::Meter;
 
@@ -61,11 +61,11 @@ impl Root {
             .iter()
             .any(|i| i.active_check.is_some());
         if checks {
-            shared::seed(&plugin.config, &plugin.scope, store);
-            shared::seed_generation(&plugin.scope, store);
+            shared::seed(&plugin.config, &plugin.health_keys, store);
+            shared::seed_generation(&plugin.health_keys, store);
         }
         if active {
-            prober::Prober::seed(&plugin.scope, store);
+            prober::Prober::seed(&plugin.health_keys, store);
         }
         let tick = if active {
             prober::TICK_MS
@@ -93,9 +93,9 @@ impl Root {
         let store = host.store();
         let mut out = Vec::new();
         if let Some(prober) = self.prober.as_mut() {
-            out.extend(prober.tick(&p.config, &p.scope, store, now_ms));
+            out.extend(prober.tick(&p.config, &p.health_keys, store, now_ms));
         }
-        out.extend(shared::gauges(&p.config, &p.scope, store, now_ms));
+        out.extend(shared::gauges(&p.config, &p.health_keys, store, now_ms));
         if let Some(q) = p.quota.as_ref() {
             out.extend(q.gauges(&p.config, host));
         }
@@ -111,11 +111,18 @@ impl Root {
             Input::Dispatched {
                 purpose: Purpose::Probe(index),
                 result,
-            } => prober.dispatched(index, result, &p.config, &p.scope, host.store()),
+            } => prober.dispatched(index, result, &p.config, &p.health_keys, host.store()),
             Input::CalloutAnswer { token, body_size } => {
                 let (headers, body) = host.callout_answer(body_size.min(MAX_PROBE_ANSWER));
                 let status = headers.status();
-                let probed = prober.answer(token, status, &body, &p.config, &p.scope, host.store());
+                let probed = prober.answer(
+                    token,
+                    status,
+                    &body,
+                    &p.config,
+                    &p.health_keys,
+                    host.store(),
+                );
                 if let (Some(index), true) = (probed, (200..300).contains(&status)) {
                     return Out::go(probe_usage(&p, index, &body, host));
                 }
@@ -146,7 +153,7 @@ fn probe_usage(p: &Plugin, index: usize, body: &[u8], host: &dyn Host) -> Vec<Ef
     meter.push(body);
     meter.finish();
     let usage = meter.usage();
-    let instance = metrics::label(&inst.name);
+    let instance = &inst.label;
     let model = p.model_label(meter.model().unwrap_or("probe"));
     let mut out: Vec<Effect> = [
         ("input", usage.prompt_tokens),
@@ -154,7 +161,7 @@ fn probe_usage(p: &Plugin, index: usize, body: &[u8], host: &dyn Host) -> Vec<Ef
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
-    .map(|(kind, n)| Effect::counter(name::tokens(&instance, &model, kind), n))
+    .map(|(kind, n)| Effect::counter(name::tokens(instance, &model, kind), n))
     .collect();
     if let Some(q) = p.quota.as_ref() {
         let ctx = Ctx {

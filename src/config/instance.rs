@@ -201,6 +201,8 @@ pub(super) fn compile_instance(
     Ok(Instance {
         active_check,
         passive_check,
+        label: crate::metrics::label(&parts.name),
+        quota_header_names: crate::quota::quota_header_names(&parts.name),
         name: parts.name,
         provider,
         priority: parts.priority,

@@ -145,6 +145,10 @@ pub struct Logging {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub name: String,
+    /// The name as a stat-name label (`metrics::label`), and the names of its quota headers
+    /// (`X-AI-RateLimit-{Limit,Remaining,Reset}-<name>`): made once, not per request.
+    pub label: String,
+    pub quota_header_names: [String; 3],
     pub provider: Provider,
     /// Higher first (many-instance mode; 0 otherwise).
     pub priority: i64,

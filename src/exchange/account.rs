@@ -115,6 +115,8 @@ pub struct Accounting {
     pub cut: bool,
     completed: bool,
     ttft_ms: Option<u64>,
+    /// The reported model's stat-name label, from `complete` (again in `finish`).
+    model_label: Option<String>,
 }
 
 impl Accounting {
@@ -221,14 +223,14 @@ impl Accounting {
             Effect::state("llm_total_tokens", num(usage.total_tokens)),
         ]);
 
-        let instance = metrics::label(&answer.instance);
+        let instance = instance_label(plugin, answer);
         let model = plugin.model_label(&model);
         for (kind, n) in [
             ("input", usage.prompt_tokens),
             ("output", usage.completion_tokens),
         ] {
             if n > 0 {
-                out.push(Effect::counter(name::tokens(&instance, &model, kind), n));
+                out.push(Effect::counter(name::tokens(instance, &model, kind), n));
             }
         }
         if let Some(c) = self.consumer.as_deref() {
@@ -238,22 +240,23 @@ impl Accounting {
                 ("output", usage.completion_tokens),
             ] {
                 if n > 0 {
-                    let name = name::consumer_tokens(&instance, &consumer, kind);
+                    let name = name::consumer_tokens(instance, &consumer, kind);
                     out.push(Effect::counter(name, n));
                 }
             }
         }
         if let Some(ttft) = self.ttft_ms {
             out.push(Effect::histogram(
-                name::time_to_first_token(&instance, &model),
+                name::time_to_first_token(instance, &model),
                 ttft,
             ));
         }
         let upstream_ms = now_ns.saturating_sub(self.first_sent_ns) / 1_000_000;
         out.push(Effect::histogram(
-            name::upstream_duration(&instance, &model),
+            name::upstream_duration(instance, &model),
             upstream_ms,
         ));
+        self.model_label = Some(model);
         out
     }
 
@@ -264,13 +267,16 @@ impl Accounting {
         }
         let (instance, model) = match self.answer.as_ref() {
             Some(a) => (
-                metrics::label(&a.instance),
-                plugin.model_label(&self.reported_model().unwrap_or_default()),
+                instance_label(plugin, a),
+                match self.model_label.take() {
+                    Some(label) => label,
+                    None => plugin.model_label(&self.reported_model().unwrap_or_default()),
+                },
             ),
-            None => ("none".to_string(), "none".to_string()),
+            None => ("none", "none".to_string()),
         };
         let out = vec![Effect::counter(
-            name::requests(&instance, &model, metrics::status_class(self.status)),
+            name::requests(instance, &model, metrics::status_class(self.status)),
             1,
         )];
         let logging = plugin.config.logging;
@@ -346,4 +352,13 @@ fn response_code(host: &dyn Host) -> u32 {
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(|b| u32::try_from(i64::from_le_bytes(b)).unwrap_or(0))
         .unwrap_or(0)
+}
+
+/// The answering instance's stat-name label (made with the configuration).
+fn instance_label<'p>(plugin: &'p Plugin, answer: &Answer) -> &'p str {
+    plugin
+        .config
+        .instances
+        .get(answer.index)
+        .map_or("unknown", |i| i.label.as_str())
 }

@@ -9,7 +9,7 @@ use super::{Exchange, Phase, Plugin};
 use crate::config::Config;
 use crate::effect::{Effect, Host, Out};
 use crate::error::ProxyError;
-use crate::metrics::{self, name};
+use crate::metrics::name;
 use crate::protocol::{self, Request};
 use crate::quota::{Check, Hold, SetId, Verdict};
 use crate::ratelimit::Quota;
@@ -113,7 +113,7 @@ impl Exchange {
             let spent = self.admission.as_ref();
             for (i, inst) in plugin.config.instances.iter().enumerate() {
                 if spent.is_some_and(|l| l.exhausted(i)) {
-                    let n = name::ratelimit_rejections(&metrics::label(&inst.name));
+                    let n = name::ratelimit_rejections(&inst.label);
                     effects.push(Effect::counter(n, 1));
                 }
             }

@@ -42,7 +42,9 @@ pub struct Plugin {
     rr: Cell<RoundRobin>,
     models: Cell<Models>,
     consumers: Cell<Models>,
-    /// The health states this worker read last (see `health::shared::generation_key`).
+    /// The keys of its health states in shared data, made once.
+    pub health_keys: health::shared::Keys,
+    /// The health states this worker read last (see `health::shared::seed_generation`).
     health: Cell<health::shared::Cache>,
 }
 
@@ -53,10 +55,12 @@ impl Plugin {
         id.extend_from_slice(raw_config);
         let scope = format!("{:016x}", hash_bytes(&id));
         let quota = quota::backend(&config, &scope);
+        let health_keys = health::shared::Keys::new(&config, &scope);
         Plugin {
             config,
             scope,
             quota,
+            health_keys,
             rr: Cell::new(RoundRobin::default()),
             models: Cell::new(Models::default()),
             consumers: Cell::new(Models::default()),
@@ -101,8 +105,13 @@ impl Plugin {
         let now_ms = host.now_ns() / 1_000_000;
         let mut cache = self.health.take();
         let store = host.store();
-        let out =
-            health::shared::unhealthy_cached(&self.config, &self.scope, store, now_ms, &mut cache);
+        let out = health::shared::unhealthy_cached(
+            &self.config,
+            &self.health_keys,
+            store,
+            now_ms,
+            &mut cache,
+        );
         self.health.set(cache);
         out
     }
@@ -111,10 +120,9 @@ impl Plugin {
     fn observe(&self, index: usize, cause: Cause, retry_after: Option<u64>, host: &dyn Host) {
         let now_ms = host.now_ns() / 1_000_000;
         let store = host.store();
-        let scope = &self.scope;
         health::shared::observe(
             &self.config,
-            scope,
+            &self.health_keys,
             store,
             index,
             cause.health(),
@@ -316,7 +324,7 @@ impl Exchange {
             // Every limited instance's quota, so the client sees what ran out.
             for (inst, q) in p.config.instances.iter().zip(&self.shown) {
                 if let Some(q) = q {
-                    headers.extend(quota::quota_headers(&inst.name, q));
+                    headers.extend(quota::quota_headers(&inst.quota_header_names, q));
                 }
             }
         }
@@ -346,7 +354,7 @@ impl Exchange {
             .config
             .instances
             .get(index)
-            .map(|inst| quota::quota_headers(&inst.name, q).to_vec())
+            .map(|inst| quota::quota_headers(&inst.quota_header_names, q).to_vec())
             .unwrap_or_default()
     }
 

@@ -265,9 +265,8 @@ impl Exchange {
                             .config
                             .instances
                             .get(f.instance)
-                            .map_or("", |i| &i.name);
-                        let n =
-                            name::fallbacks(&metrics::label(failed), &metrics::label(&f.reason));
+                            .map_or("unknown", |i| &i.label);
+                        let n = name::fallbacks(failed, &metrics::label(&f.reason));
                         effects.push(Effect::counter(n, 1));
                     }
                     retry.counted = retry.failures.len();

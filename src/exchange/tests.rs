@@ -32,7 +32,7 @@ impl T {
         if let Some(q) = plugin.quota.as_ref() {
             q.start(&host);
         }
-        crate::health::shared::seed(&plugin.config, &plugin.scope, &host.store);
+        crate::health::shared::seed(&plugin.config, &plugin.health_keys, &host.store);
         T {
             ex: Exchange::new(Some(plugin.clone())),
             host,

@@ -14,10 +14,6 @@ const LEASE_MS: u64 = 1000;
 /// The tick period while any instance has active checks.
 pub const TICK_MS: u32 = 200;
 
-pub fn lease_key(scope: &str) -> String {
-    format!("aiproxy.hc.{scope}.lease")
-}
-
 /// The lease after `me` claims it at `now_ms` (`owner:expiry`), or `None` while another
 /// VM holds it.
 pub fn claim(stored: Option<&[u8]>, me: &str, now_ms: u64) -> Option<Vec<u8>> {
@@ -49,17 +45,17 @@ impl Prober {
     }
 
     /// Creates the lease key before any VM ticks, so every claim can use CAS.
-    pub fn seed(scope: &str, store: &dyn Store) {
-        if let Err(e) = store::seed(store, &lease_key(scope), b"none:0") {
+    pub fn seed(keys: &shared::Keys, store: &dyn Store) {
+        if let Err(e) = store::seed(store, keys.lease(), b"none:0") {
             log::warn!("envoy-ai-proxy: cannot seed the prober lease: {e}");
         }
     }
 
     /// Takes or renews the lease; whether this VM probes now.
-    fn lead(&self, scope: &str, store: &dyn Store, now_ms: u64) -> bool {
+    fn lead(&self, keys: &shared::Keys, store: &dyn Store, now_ms: u64) -> bool {
         let me = self.id.as_str();
         matches!(
-            store::update(store, &lease_key(scope), |v| claim(v, me, now_ms)
+            store::update(store, keys.lease(), |v| claim(v, me, now_ms)
                 .map(|l| (l, ()))),
             Ok(Some(()))
         )
@@ -69,11 +65,11 @@ impl Prober {
     pub fn tick(
         &mut self,
         config: &Config,
-        scope: &str,
+        keys: &shared::Keys,
         store: &dyn Store,
         now_ms: u64,
     ) -> Vec<Effect> {
-        if !self.lead(scope, store, now_ms) {
+        if !self.lead(keys, store, now_ms) {
             // Another VM probes; start afresh if this one takes over later.
             self.next_due_ms.clear();
             return Vec::new();
@@ -91,7 +87,7 @@ impl Prober {
             if now_ms < due || self.in_flight.iter().any(|(_, i)| *i == index) {
                 continue;
             }
-            let healthy = shared::actively_healthy(scope, store, &inst.name);
+            let healthy = shared::actively_healthy(keys, store, index);
             let interval = check.interval_ms(healthy);
             if let Some(d) = self.next_due_ms.get_mut(index) {
                 // Interval 0: no probes in this state; look again in a second.
@@ -131,7 +127,7 @@ impl Prober {
         index: usize,
         result: Result<u32, String>,
         config: &Config,
-        scope: &str,
+        keys: &shared::Keys,
         store: &dyn Store,
     ) {
         match result {
@@ -140,7 +136,7 @@ impl Prober {
                 let name = config.instances.get(index).map_or("", |i| i.name.as_str());
                 log::debug!("envoy-ai-proxy: probe of {name} not sent: {e}");
                 let cause = outcome::Cause::DispatchFailed;
-                shared::record_probe(config, scope, store, index, cause.health());
+                shared::record_probe(config, keys, store, index, cause.health());
             }
         }
     }
@@ -152,13 +148,13 @@ impl Prober {
         status: u32,
         body: &[u8],
         config: &Config,
-        scope: &str,
+        keys: &shared::Keys,
         store: &dyn Store,
     ) -> Option<usize> {
         let at = self.in_flight.iter().position(|(t, _)| *t == token)?;
         let (_, index) = self.in_flight.swap_remove(at);
         let cause = outcome::of_callout(status, body);
-        shared::record_probe(config, scope, store, index, cause.health());
+        shared::record_probe(config, keys, store, index, cause.health());
         Some(index)
     }
 }
@@ -196,12 +192,13 @@ mod tests {
     #[test]
     fn only_the_lease_holder_probes_on_schedule_with_the_instance_auth() {
         let c = cfg();
+        let k = shared::Keys::new(&c, "s");
         let store = Mem::default();
-        Prober::seed("s", &store);
-        shared::seed(&c, "s", &store);
+        Prober::seed(&k, &store);
+        shared::seed(&c, &k, &store);
         let mut one = Prober::new("one".into());
         let mut two = Prober::new("two".into());
-        let probes = one.tick(&c, "s", &store, 10_000);
+        let probes = one.tick(&c, &k, &store, 10_000);
         assert_eq!(probes.len(), 1, "b has no active check");
         let Effect::Dispatch(call) = &probes[0] else {
             panic!("{probes:?}")
@@ -215,36 +212,37 @@ mod tests {
             .headers
             .contains(&(":path".to_string(), "/health".to_string())));
         assert!(
-            two.tick(&c, "s", &store, 10_100).is_empty(),
+            two.tick(&c, &k, &store, 10_100).is_empty(),
             "not the holder"
         );
-        one.dispatched(0, Ok(7), &c, "s", &store);
+        one.dispatched(0, Ok(7), &c, &k, &store);
         // In flight: not probed again, even when due.
-        assert!(one.tick(&c, "s", &store, 12_000).is_empty());
-        one.answer(7, 503, b"upstream connect error", &c, "s", &store);
-        assert!(!shared::actively_healthy("s", &store, "a"));
+        assert!(one.tick(&c, &k, &store, 12_000).is_empty());
+        one.answer(7, 503, b"upstream connect error", &c, &k, &store);
+        assert!(!shared::actively_healthy(&k, &store, 0));
         // Overdue: probed at once; unhealthy, the next one a second later.
-        assert_eq!(one.tick(&c, "s", &store, 12_500).len(), 1);
-        one.dispatched(0, Ok(8), &c, "s", &store);
-        one.answer(8, 503, b"upstream connect error", &c, "s", &store);
-        assert!(one.tick(&c, "s", &store, 13_000).is_empty());
-        assert_eq!(one.tick(&c, "s", &store, 13_500).len(), 1);
+        assert_eq!(one.tick(&c, &k, &store, 12_500).len(), 1);
+        one.dispatched(0, Ok(8), &c, &k, &store);
+        one.answer(8, 503, b"upstream connect error", &c, &k, &store);
+        assert!(one.tick(&c, &k, &store, 13_000).is_empty());
+        assert_eq!(one.tick(&c, &k, &store, 13_500).len(), 1);
         // The holder stops ticking: after the lease lapses the other VM takes over.
-        assert!(two.tick(&c, "s", &store, 14_499).is_empty());
-        assert_eq!(two.tick(&c, "s", &store, 14_501).len(), 1);
-        assert!(one.tick(&c, "s", &store, 14_600).is_empty());
+        assert!(two.tick(&c, &k, &store, 14_499).is_empty());
+        assert_eq!(two.tick(&c, &k, &store, 14_501).len(), 1);
+        assert!(one.tick(&c, &k, &store, 14_600).is_empty());
     }
 
     #[test]
     fn a_probe_that_cannot_be_sent_counts_as_a_failure() {
         let c = cfg();
+        let k = shared::Keys::new(&c, "s");
         let store = Mem::default();
-        shared::seed(&c, "s", &store);
+        shared::seed(&c, &k, &store);
         let mut p = Prober::new("p".into());
-        p.dispatched(0, Err("BadArgument".into()), &c, "s", &store);
-        assert!(!shared::actively_healthy("s", &store, "a"));
+        p.dispatched(0, Err("BadArgument".into()), &c, &k, &store);
+        assert!(!shared::actively_healthy(&k, &store, 0));
         // An answer nobody waits for changes nothing.
-        p.answer(99, 200, b"", &c, "s", &store);
-        assert!(!shared::actively_healthy("s", &store, "a"));
+        p.answer(99, 200, b"", &c, &k, &store);
+        assert!(!shared::actively_healthy(&k, &store, 0));
     }
 }

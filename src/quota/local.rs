@@ -5,7 +5,7 @@
 //! added at admission only if it fits, and settled to the real usage at the end: concurrent
 //! requests cannot overspend.
 
-use super::{applicable_sets, Admission, Backend, Check, Ctx, Held, Hold, Verdict};
+use super::{applicable_sets, Admission, Backend, Check, Ctx, Held, Hold, SetId, Verdict};
 use crate::config::{Config, LimitSet};
 use crate::effect::{Effect, Host};
 use crate::metrics::{self, name};
@@ -40,6 +40,10 @@ pub struct SetSpec {
 
 pub struct Local {
     sets: Vec<SetSpec>,
+    /// Every limit set's key, made once (not per request): the route's, and each
+    /// consumer's indexed like `rate_limits.consumers`.
+    route_key: String,
+    consumer_keys: Vec<String>,
     reserve: bool,
 }
 
@@ -59,7 +63,22 @@ impl Local {
         }
         Local {
             sets,
+            route_key: set_key(scope, None),
+            consumer_keys: config
+                .rate_limits
+                .consumers
+                .iter()
+                .map(|(n, _)| set_key(scope, Some(n)))
+                .collect(),
             reserve: config.rate_limits.reserve,
+        }
+    }
+
+    /// The key of limit set `id`.
+    fn key(&self, id: SetId) -> Option<&str> {
+        match id {
+            SetId::Route => Some(&self.route_key),
+            SetId::Consumer(i) => self.consumer_keys.get(i).map(String::as_str),
         }
     }
 }
@@ -160,8 +179,9 @@ impl Backend for Local {
         // pass over its slots; each instance's binding quota kept as the sets come (route,
         // then consumer: the first of equals binds, as `ratelimit::binding` picks).
         let mut per_instance = vec![None; q.config.instances.len()];
-        for (who, id, set) in applicable_sets(q.config, q.consumer).filter(|s| limited(s.2)) {
-            let stored = store::read(store, &set_key(q.scope, who)).unwrap_or_default();
+        for (_, id, set) in applicable_sets(q.config, q.consumer).filter(|s| limited(s.2)) {
+            let Some(key) = self.key(id) else { continue };
+            let stored = store::read(store, key).unwrap_or_default();
             let mut slots = stored.split(|b| *b == b',');
             for (i, binds) in per_instance.iter_mut().enumerate() {
                 let slot = slots.next();
@@ -185,17 +205,15 @@ impl Backend for Local {
         }
         let now = now_secs(host);
         let mut held: Vec<Option<(u64, u64)>> = Vec::new();
-        for (who, id, set) in applicable_sets(q.config, q.consumer) {
-            let Some(limit) = set.per_instance.get(index).copied().flatten() else {
+        for (_, id, set) in applicable_sets(q.config, q.consumer) {
+            let (Some(limit), Some(key)) =
+                (set.per_instance.get(index).copied().flatten(), self.key(id))
+            else {
                 held.push(None);
                 continue;
             };
             let tokens = set.strategy.tokens(&estimate);
-            let key = set_key(q.scope, who);
-            let at = At {
-                key: &key,
-                slot: index,
-            };
+            let at = At { key, slot: index };
             match reserve(host.store(), at, now, limit, tokens) {
                 Ok(Some(c)) => held.push(Some((tokens, c.window_start))),
                 Ok(None) => {
@@ -239,16 +257,14 @@ impl Backend for Local {
             None => &[],
         };
         let now = now_secs(host);
-        for (k, (who, _, set)) in applicable_sets(q.config, q.consumer).enumerate() {
-            let Some(limit) = set.per_instance.get(index).copied().flatten() else {
+        for (k, (_, id, set)) in applicable_sets(q.config, q.consumer).enumerate() {
+            let (Some(limit), Some(key)) =
+                (set.per_instance.get(index).copied().flatten(), self.key(id))
+            else {
                 continue;
             };
             let tokens = set.strategy.tokens(usage);
-            let key = set_key(q.scope, who);
-            let at = At {
-                key: &key,
-                slot: index,
-            };
+            let at = At { key, slot: index };
             let result = match held.get(k).copied().flatten() {
                 Some((reserved, window)) if tokens < reserved => give_back(
                     host.store(),
@@ -278,16 +294,16 @@ impl Backend for Local {
         }
         let now = now_secs(host);
         let held = counted(hold);
-        for (k, (who, _, set)) in applicable_sets(q.config, q.consumer).enumerate() {
-            let (Some(limit), Some(Some((tokens, window)))) = (
+        for (k, (_, id, set)) in applicable_sets(q.config, q.consumer).enumerate() {
+            let (Some(limit), Some(Some((tokens, window))), Some(key)) = (
                 set.per_instance.get(hold.index).copied().flatten(),
                 held.get(k).copied(),
+                self.key(id),
             ) else {
                 continue;
             };
-            let key = set_key(q.scope, who);
             let at = At {
-                key: &key,
+                key,
                 slot: hold.index,
             };
             if let Err(e) = give_back(host.store(), at, now, limit.window_secs, tokens, window) {
@@ -332,12 +348,9 @@ impl Backend for Local {
                 let Some(limit) = limit else { continue };
                 let counter = slots.get(slot).copied().flatten();
                 let used = Counter::at(counter, now, limit.window_secs).used;
-                let instance = config
-                    .instances
-                    .get(slot)
-                    .map_or(String::new(), |i| metrics::label(&i.name));
+                let instance = config.instances.get(slot).map_or("", |i| &i.label);
                 out.push(Effect::gauge(
-                    name::ratelimit_used(&instance, &consumer),
+                    name::ratelimit_used(instance, &consumer),
                     used,
                 ));
             }

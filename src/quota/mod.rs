@@ -247,18 +247,24 @@ pub fn applicable_sets<'c, 'a>(
         .chain(consumer_set)
 }
 
-/// `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`.
-pub fn quota_headers(instance: &str, q: &Quota) -> [(String, String); 3] {
-    use crate::text::{join, num};
+/// `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`: the names (made once per instance,
+/// `Instance::quota_header_names`).
+pub fn quota_header_names(instance: &str) -> [String; 3] {
+    use crate::text::join;
     [
-        (join(&["x-ai-ratelimit-limit-", instance]), num(q.limit)),
-        (
-            join(&["x-ai-ratelimit-remaining-", instance]),
-            num(q.remaining),
-        ),
-        (
-            join(&["x-ai-ratelimit-reset-", instance]),
-            num(q.reset_secs),
-        ),
+        join(&["x-ai-ratelimit-limit-", instance]),
+        join(&["x-ai-ratelimit-remaining-", instance]),
+        join(&["x-ai-ratelimit-reset-", instance]),
+    ]
+}
+
+/// An instance's quota headers: its names (`Instance::quota_header_names`) and the values.
+pub fn quota_headers(names: &[String; 3], q: &Quota) -> [(String, String); 3] {
+    use crate::text::num;
+    let [limit, remaining, reset] = names;
+    [
+        (limit.clone(), num(q.limit)),
+        (remaining.clone(), num(q.remaining)),
+        (reset.clone(), num(q.reset_secs)),
     ]
 }

@@ -299,3 +299,36 @@ fn without_reserve_the_check_admits_at_once() {
         Check::Now(Verdict::Admit(None, None))
     );
 }
+
+#[test]
+fn each_limit_set_s_key_is_made_once_and_found_by_its_consumer() {
+    let consumers = ["ann", "bob", "cy"]
+        .map(|n| serde_json::json!({"name": n, "rate_limiting": {"limit": 50, "time_window": 60}}));
+    let c = config::parse(
+        serde_json::json!({
+            "instances": [{"name": "a", "provider": "openai"}],
+            "rate_limiting": {"limit": 100, "time_window": 60},
+            "consumers": consumers
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let local = Local::new(&c, "s");
+    assert_eq!(local.key(SetId::Route), Some("aiproxy.tokens.s.*"));
+    for (i, name) in ["ann", "bob", "cy"].iter().enumerate() {
+        let want = format!("aiproxy.tokens.s.{name}");
+        assert_eq!(local.key(SetId::Consumer(i)), Some(want.as_str()));
+        assert_eq!(set_key("s", Some(name)), want);
+    }
+    assert_eq!(local.key(SetId::Consumer(3)), None);
+    // Cy's answer is charged to cy's counters and the route's, nobody else's.
+    let host = FakeHost::at_ms(1_000_000_000);
+    local.start(&host);
+    local.settle(&ctx(&c, Some("cy")), 0, &completion(3), None, &host);
+    let used = |key: &str| read(&host.store, at(key, 0), 1_000_000, 60).used;
+    assert_eq!(used("aiproxy.tokens.s.cy"), 10);
+    assert_eq!(used("aiproxy.tokens.s.*"), 10);
+    assert_eq!(used("aiproxy.tokens.s.bob"), 0);
+    assert_eq!(used("aiproxy.tokens.s.ann"), 0);
+}
