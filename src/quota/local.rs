@@ -33,7 +33,8 @@ pub struct At<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetSpec {
     pub consumer: Option<String>,
-    pub key: String,
+    /// Its key is `Local::key(id)`.
+    pub id: SetId,
     /// Indexed like `Config::instances`.
     pub limits: Vec<Option<Limit>>,
 }
@@ -50,13 +51,18 @@ pub struct Local {
 impl Local {
     pub fn new(config: &Config, scope: &str) -> Local {
         let mut sets = Vec::new();
-        let route = config.rate_limits.route.iter().map(|s| (None, s));
-        let consumers = config.rate_limits.consumers.iter();
-        for (consumer, set) in route.chain(consumers.map(|(n, s)| (Some(n.as_str()), s))) {
+        let route = config
+            .rate_limits
+            .route
+            .iter()
+            .map(|s| (None, SetId::Route, s));
+        let consumers = config.rate_limits.consumers.iter().enumerate();
+        let consumers = consumers.map(|(i, (n, s))| (Some(n), SetId::Consumer(i), s));
+        for (consumer, id, set) in route.chain(consumers) {
             if limited(set) {
                 sets.push(SetSpec {
-                    consumer: consumer.map(str::to_string),
-                    key: set_key(scope, consumer),
+                    consumer: consumer.cloned(),
+                    id,
                     limits: set.per_instance.clone(),
                 });
             }
@@ -328,8 +334,11 @@ impl Backend for Local {
                     seed.extend_from_slice(b"0:0");
                 }
             }
-            if let Err(e) = store::seed(host.store(), &set.key, &seed) {
-                log::warn!("envoy-ai-proxy: cannot seed the counters {}: {e}", set.key);
+            let Some(key) = self.key(set.id) else {
+                continue;
+            };
+            if let Err(e) = store::seed(host.store(), key, &seed) {
+                log::warn!("envoy-ai-proxy: cannot seed the counters {key}: {e}");
             }
         }
     }
@@ -338,7 +347,10 @@ impl Backend for Local {
         let now = now_secs(host);
         let mut out = Vec::new();
         for set in &self.sets {
-            let stored = store::read(host.store(), &set.key);
+            let Some(key) = self.key(set.id) else {
+                continue;
+            };
+            let stored = store::read(host.store(), key);
             let slots = Counter::all_slots(stored.as_deref());
             let consumer = set
                 .consumer
