@@ -187,7 +187,7 @@ impl<'a> JsonBody<'a> {
             }
             first = false;
             // Keys are configuration strings: encode them as JSON strings.
-            out.push_str(&serde_json::Value::from(key).to_string());
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
             out.push(':');
             out.push_str(value);
         }

@@ -1,7 +1,7 @@
 //! The errors the filter answers itself, each with its HTTP status and an OpenAI-style body
 //! (`{"error": {"message", "type", "code"}}`) so that SDKs show the reason.
 
-use serde_json::json;
+use crate::json::{self, obj};
 
 use crate::body::BodyError;
 
@@ -169,9 +169,12 @@ impl ProxyError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"message": self.message(), "type": self.kind(), "code": self.code()}})
-            .to_string()
-            .into_bytes()
+        let error = obj(&mut [
+            ("message", self.message().into()),
+            ("type", self.kind().into()),
+            ("code", self.code().into()),
+        ]);
+        json::to_bytes(&obj(&mut [("error", error)]))
     }
 
     /// Extra response headers besides `content-type`.

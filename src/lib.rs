@@ -57,6 +57,7 @@ pub mod exchange;
 pub(crate) mod fallback;
 pub mod headers;
 pub(crate) mod health;
+pub(crate) mod json;
 pub mod metrics;
 pub(crate) mod outcome;
 pub mod protocol;

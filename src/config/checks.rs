@@ -105,7 +105,7 @@ pub(super) fn compile_active(
     let body = match raw.http_req_body {
         None => None,
         Some(Value::String(s)) => Some(s.into_bytes()),
-        Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.to_string().into_bytes()),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => Some(crate::json::to_bytes(&v)),
         Some(_) => {
             return Err(ConfigError::new(
                 f("http_req_body"),

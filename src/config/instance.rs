@@ -165,7 +165,7 @@ pub(super) fn compile_instance(
         .options
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
+        .map(|(k, v)| (k, crate::json::to_text(&v)))
         .collect();
 
     let target = provider::target(provider, endpoint.as_ref(), &auth_query);

@@ -2,7 +2,7 @@
 //! its answer, time to first token, the access-log values, the token and latency metrics,
 //! and the summary/payload log lines.
 
-use serde_json::json;
+use crate::json::{obj, to_text};
 
 use super::Plugin;
 use crate::config::Instance;
@@ -300,36 +300,48 @@ impl Accounting {
         let usage = self.usage();
         let a = self.answer.as_ref();
         let duration_ms = now_ns.saturating_sub(self.started_ns) / 1_000_000;
-        json!({
-            "request_id": request_id,
-            "request_type": a.map(Answer::request_type),
-            "instance": a.map(|a| a.instance.as_str()),
-            "provider": a.map(|a| a.provider),
-            "requested_model": a.and_then(|a| a.client.model.as_deref()),
-            "model": self.reported_model(),
-            "status": self.status,
-            "duration_ms": duration_ms,
-            "time_to_first_token_ms": self.ttft_ms,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "attempts": a.map(|a| a.attempts),
-            "fallback_reason": a.map(|a| a.fallback_reason.as_str()).filter(|r| !r.is_empty()),
-        })
-        .to_string()
+        to_text(&obj(&mut [
+            ("request_id", request_id.into()),
+            ("request_type", a.map(Answer::request_type).into()),
+            ("instance", a.map(|a| a.instance.as_str()).into()),
+            ("provider", a.map(|a| a.provider).into()),
+            (
+                "requested_model",
+                a.and_then(|a| a.client.model.as_deref()).into(),
+            ),
+            ("model", self.reported_model().into()),
+            ("status", self.status.into()),
+            ("duration_ms", duration_ms.into()),
+            ("time_to_first_token_ms", self.ttft_ms.into()),
+            ("prompt_tokens", usage.prompt_tokens.into()),
+            ("completion_tokens", usage.completion_tokens.into()),
+            ("total_tokens", usage.total_tokens.into()),
+            ("cached_tokens", usage.cached_tokens.into()),
+            ("reasoning_tokens", usage.reasoning_tokens.into()),
+            ("attempts", a.map(|a| a.attempts).into()),
+            (
+                "fallback_reason",
+                a.map(|a| a.fallback_reason.as_str())
+                    .filter(|r| !r.is_empty())
+                    .into(),
+            ),
+        ]))
     }
 
     fn payload(&self, request_id: &str) -> String {
         let response = self.reader.as_ref().and_then(|r| r.text()).unwrap_or("");
-        json!({
-            "request_id": request_id,
-            "instance": self.answer.as_ref().map(|a| a.instance.as_str()),
-            "request": self.request_payload.as_deref().unwrap_or(""),
-            "response": response,
-        })
-        .to_string()
+        to_text(&obj(&mut [
+            ("request_id", request_id.into()),
+            (
+                "instance",
+                self.answer.as_ref().map(|a| a.instance.as_str()).into(),
+            ),
+            (
+                "request",
+                self.request_payload.as_deref().unwrap_or("").into(),
+            ),
+            ("response", response.into()),
+        ]))
     }
 }
 

@@ -4,7 +4,7 @@
 //! output tokens) without changing a byte, and Anthropic-style errors
 //! (`{"type":"error","error":{"type","message"}}`) for clients of this API.
 
-use serde_json::json;
+use crate::json::{self, obj};
 
 use super::tally::{AnthropicUsage, Tally};
 use super::{Answering, Protocol, Reader, Request, Upstream};
@@ -63,9 +63,11 @@ pub fn error_type(status: u32) -> &'static str {
 
 /// An Anthropic-style error body.
 pub fn error(status: u32, message: &str) -> Vec<u8> {
-    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
-        .to_string()
-        .into_bytes()
+    let error = obj(&mut [
+        ("type", error_type(status).into()),
+        ("message", message.into()),
+    ]);
+    json::to_bytes(&obj(&mut [("type", "error".into()), ("error", error)]))
 }
 
 /// A Messages request to a Messages instance: the client's body with `options` patched in.

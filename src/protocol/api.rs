@@ -3,7 +3,9 @@
 //! not serve are named, never sent elsewhere; and `GET .../models`, answered from the
 //! configuration.
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::json::{self, obj};
 
 use crate::body::JsonBody;
 use crate::config::Config;
@@ -153,7 +155,12 @@ fn models(config: &Config) -> Vec<(String, &'static str)> {
 }
 
 fn model_object(id: &str, owner: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    obj(&mut [
+        ("id", id.into()),
+        ("object", "model".into()),
+        ("created", 0.into()),
+        ("owned_by", owner.into()),
+    ])
 }
 
 /// The answer to `GET .../models` (`None`) or `GET .../models/<id>`, in OpenAI's format.
@@ -162,14 +169,14 @@ pub fn models_answer(config: &Config, id: Option<&str>) -> Result<Vec<u8>, Proxy
     let value = match id {
         None => {
             let data: Vec<Value> = all.iter().map(|(m, o)| model_object(m, o)).collect();
-            json!({"object": "list", "data": data})
+            obj(&mut [("object", "list".into()), ("data", Value::Array(data))])
         }
         Some(id) => match all.iter().find(|(m, _)| m == id) {
             Some((m, o)) => model_object(m, o),
             None => return Err(ProxyError::ModelNotFound(id.to_string())),
         },
     };
-    Ok(value.to_string().into_bytes())
+    Ok(json::to_bytes(&value))
 }
 
 #[cfg(test)]

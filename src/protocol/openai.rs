@@ -4,7 +4,7 @@
 //! usage-only stream event dropped when the client did not ask for it, and OpenAI-style
 //! errors.
 
-use serde_json::json;
+use crate::json::{self, obj};
 
 use super::{Answering, ClientRequest, Protocol, Reader, Request, Upstream};
 use crate::body::JsonBody;
@@ -82,9 +82,12 @@ pub fn error(status: u32, message: &str, code: Option<&str>) -> Vec<u8> {
         400..=499 => "invalid_request_error",
         _ => "api_error",
     };
-    json!({"error": {"message": message, "type": kind, "code": code}})
-        .to_string()
-        .into_bytes()
+    let error = obj(&mut [
+        ("message", message.into()),
+        ("type", kind.into()),
+        ("code", code.into()),
+    ]);
+    json::to_bytes(&obj(&mut [("error", error)]))
 }
 
 fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, ProxyError> {

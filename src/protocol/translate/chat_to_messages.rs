@@ -3,11 +3,12 @@
 //! and the answer comes back as a chat completion, streamed chunk by chunk as the events
 //! arrive, with the usage chunk when the client asked for it.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Translating};
 use crate::config::Instance;
 use crate::error::ProxyError;
+use crate::json::{self, or_null};
 use crate::protocol::anthropic::OPENAI_HEADERS;
 use crate::protocol::tally::Tally;
 use crate::protocol::{Answering, Reader, Request, Upstream};
@@ -69,7 +70,7 @@ pub fn request(
             }
             "stop" => {
                 let stops = match value {
-                    Value::String(_) => json!([value]),
+                    Value::String(_) => Value::Array(vec![value.clone()]),
                     Value::Array(_) => value.clone(),
                     _ => return Err(untranslatable("stop", TO)),
                 };
@@ -86,16 +87,19 @@ pub fn request(
                     .ok_or_else(|| untranslatable("parallel_tool_calls", TO))?;
             }
             "user" => {
-                out.insert("metadata".into(), json!({"user_id": value}));
+                out.insert(
+                    "metadata".into(),
+                    json::obj(&mut [("user_id", value.clone())]),
+                );
             }
-            "response_format" if value.get("type") == Some(&json!("text")) => {}
+            "response_format" if value.get("type").and_then(Value::as_str) == Some("text") => {}
             k if is_default(k, value) => {}
             k => return Err(untranslatable(k, TO)),
         }
     }
     if !parallel {
-        let mut c = tool_choice.unwrap_or_else(|| json!({"type": "auto"}));
-        if c.get("type") != Some(&json!("none")) {
+        let mut c = tool_choice.unwrap_or_else(|| json::obj(&mut [("type", "auto".into())]));
+        if c.get("type").and_then(Value::as_str) != Some("none") {
             if let Some(o) = c.as_object_mut() {
                 o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
             }
@@ -105,7 +109,7 @@ pub fn request(
     if let Some(c) = tool_choice {
         out.insert("tool_choice".into(), c);
     }
-    let max = max_tokens.unwrap_or_else(|| json!(DEFAULT_MAX_TOKENS));
+    let max = max_tokens.unwrap_or_else(|| DEFAULT_MAX_TOKENS.into());
     out.insert("max_tokens".into(), max);
     if stream {
         out.insert("stream".into(), Value::Bool(true));
@@ -141,14 +145,27 @@ fn messages(value: &Value) -> Result<(Option<Value>, Value), ProxyError> {
         match role {
             "system" | "developer" => {
                 let text = text_of(content).ok_or_else(|| untranslatable(at(".content"), TO))?;
-                system.push(json!({"type": "text", "text": text}));
+                system.push(json::obj(&mut [
+                    ("type", "text".into()),
+                    ("text", text.into()),
+                ]));
             }
-            "user" => out.push(json!({"role": "user", "content": user_content(content, i)?})),
+            "user" => {
+                let content = user_content(content, i)?;
+                out.push(json::obj(&mut [
+                    ("role", "user".into()),
+                    ("content", content),
+                ]));
+            }
             "assistant" => out.push(assistant(obj, i)?),
             _ => {
                 let id = obj.get("tool_call_id").cloned().unwrap_or(Value::Null);
                 let text = text_of(content).ok_or_else(|| untranslatable(at(".content"), TO))?;
-                let block = json!({"type": "tool_result", "tool_use_id": id, "content": text});
+                let block = json::obj(&mut [
+                    ("type", "tool_result".into()),
+                    ("tool_use_id", id),
+                    ("content", text.into()),
+                ]);
                 push_tool_result(&mut out, block);
             }
         }
@@ -168,7 +185,8 @@ fn push_tool_result(out: &mut Vec<Value>, block: Value) {
             .and_then(Value::as_array)
             .and_then(|c| c.first())
             .and_then(|b| b.get("type"))
-            == Some(&json!("tool_result"))
+            .and_then(Value::as_str)
+            == Some("tool_result")
     });
     if last_is_results {
         if let Some(Value::Array(blocks)) = out.last_mut().and_then(|m| m.get_mut("content")) {
@@ -176,7 +194,10 @@ fn push_tool_result(out: &mut Vec<Value>, block: Value) {
             return;
         }
     }
-    out.push(json!({"role": "user", "content": [block]}));
+    out.push(json::obj(&mut [
+        ("role", "user".into()),
+        ("content", Value::Array(vec![block])),
+    ]));
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
@@ -191,8 +212,8 @@ fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
         let at = format!("messages[{i}].content[{j}]");
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = p.get("text").cloned().unwrap_or(Value::Null);
-                blocks.push(json!({"type": "text", "text": text}));
+                let text = or_null(p.get("text"));
+                blocks.push(json::obj(&mut [("type", "text".into()), ("text", text)]));
             }
             Some("image_url") => {
                 let url = p
@@ -213,11 +234,22 @@ fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
 /// An image part's URL as an Anthropic image block: a `data:` URL as base64, else a URL.
 fn image(url: &str) -> Option<Value> {
     let Some(rest) = url.strip_prefix("data:") else {
-        return Some(json!({"type": "image", "source": {"type": "url", "url": url}}));
+        let source = json::obj(&mut [("type", "url".into()), ("url", url.into())]);
+        return Some(json::obj(&mut [
+            ("type", "image".into()),
+            ("source", source),
+        ]));
     };
     let (media_type, data) = rest.split_once(";base64,")?;
-    Some(json!({"type": "image",
-                "source": {"type": "base64", "media_type": media_type, "data": data}}))
+    let source = json::obj(&mut [
+        ("type", "base64".into()),
+        ("media_type", media_type.into()),
+        ("data", data.into()),
+    ]);
+    Some(json::obj(&mut [
+        ("type", "image".into()),
+        ("source", source),
+    ]))
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
@@ -229,7 +261,10 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
         Some(c) => {
             let text =
                 text_of(c).ok_or_else(|| untranslatable(format!("messages[{i}].content"), TO))?;
-            blocks.push(json!({"type": "text", "text": text}));
+            blocks.push(json::obj(&mut [
+                ("type", "text".into()),
+                ("text", text.into()),
+            ]));
         }
     }
     let calls = obj.get("tool_calls").and_then(Value::as_array);
@@ -245,21 +280,24 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| untranslatable(format!("{at}.function.arguments"), TO))?;
-        blocks.push(json!({
-            "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
-            "input": input,
-        }));
+        blocks.push(json::obj(&mut [
+            ("type", "tool_use".into()),
+            ("id", or_null(call.get("id"))),
+            ("name", or_null(f.and_then(|f| f.get("name")))),
+            ("input", input),
+        ]));
     }
     let content = match blocks.as_slice() {
-        [] => json!(""),
-        [one] if one.get("type") == Some(&json!("text")) => {
+        [] => Value::from(""),
+        [one] if one.get("type").and_then(Value::as_str) == Some("text") => {
             one.get("text").cloned().unwrap_or(Value::Null)
         }
         _ => Value::Array(blocks),
     };
-    Ok(json!({"role": "assistant", "content": content}))
+    Ok(json::obj(&mut [
+        ("role", "assistant".into()),
+        ("content", content),
+    ]))
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
@@ -290,8 +328,9 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
                 k => return Err(untranslatable(at(&format!(".function.{k}")), TO)),
             }
         }
-        tool.entry("input_schema")
-            .or_insert_with(|| json!({"type": "object", "properties": {}}));
+        tool.entry("input_schema").or_insert_with(|| {
+            json::obj(&mut [("type", "object".into()), ("properties", json::empty())])
+        });
         out.push(Value::Object(tool));
     }
     Ok(Value::Array(out))
@@ -300,11 +339,11 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn choice(value: &Value) -> Result<Value, ProxyError> {
     let c = match value.as_str() {
-        Some("none") => json!({"type": "none"}),
-        Some("auto") => json!({"type": "auto"}),
-        Some("required") => json!({"type": "any"}),
+        Some("none") => json::obj(&mut [("type", "none".into())]),
+        Some("auto") => json::obj(&mut [("type", "auto".into())]),
+        Some("required") => json::obj(&mut [("type", "any".into())]),
         _ => match value.get("function").and_then(|f| f.get("name")) {
-            Some(name) => json!({"type": "tool", "name": name}),
+            Some(name) => json::obj(&mut [("type", "tool".into()), ("name", name.clone())]),
             None => return Err(untranslatable("tool_choice", TO)),
         },
     };
@@ -323,9 +362,13 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// OpenAI's `usage` object for counted usage.
 pub fn openai_usage(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-           "total_tokens": u.total_tokens,
-           "prompt_tokens_details": {"cached_tokens": u.cached_tokens}})
+    let details = json::obj(&mut [("cached_tokens", u.cached_tokens.into())]);
+    json::obj(&mut [
+        ("prompt_tokens", u.prompt_tokens.into()),
+        ("completion_tokens", u.completion_tokens.into()),
+        ("total_tokens", u.total_tokens.into()),
+        ("prompt_tokens_details", details),
+    ])
 }
 
 pub fn reader(a: Answering) -> Box<dyn Reader> {

@@ -3,11 +3,12 @@
 //! content blocks, tool use and results, images, tools), and the answer comes back as a
 //! `message`, streamed as Anthropic's event sequence while the chunks arrive.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{is_default, merge_options, object, text_of, untranslatable, upstream, Translating};
 use crate::config::Instance;
 use crate::error::ProxyError;
+use crate::json::{self, or_null};
 use crate::protocol::tally::Tally;
 use crate::protocol::{Answering, Reader, Request, Upstream};
 use crate::provider::ApiKind;
@@ -28,7 +29,7 @@ pub fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'
     merge_options(&mut body, instance);
     if crate::protocol::streams(instance, &req.client) {
         // The usage comes last in an OpenAI stream, and only when asked for.
-        let options = body.entry("stream_options").or_insert_with(|| json!({}));
+        let options = body.entry("stream_options").or_insert_with(json::empty);
         if let Some(o) = options.as_object_mut() {
             o.insert("include_usage".into(), Value::Bool(true));
         }
@@ -62,7 +63,10 @@ pub fn request(
             }
             "system" => {
                 let text = text_of(value).ok_or_else(|| untranslatable("system", TO))?;
-                system = Some(json!({"role": "system", "content": text}));
+                system = Some(json::obj(&mut [
+                    ("role", "system".into()),
+                    ("content", text.into()),
+                ]));
             }
             "messages" => turns = messages(value)?,
             "stop_sequences" => {
@@ -92,7 +96,7 @@ pub fn request(
                     }
                 }
             }
-            "thinking" if value.get("type") == Some(&json!("disabled")) => {}
+            "thinking" if value.get("type").and_then(Value::as_str) == Some("disabled") => {}
             k if is_default(k, value) => {}
             k => return Err(untranslatable(k, TO)),
         }
@@ -120,7 +124,10 @@ fn messages(value: &Value) -> Result<Vec<Value>, ProxyError> {
         let content = m.get("content").unwrap_or(&Value::Null);
         match (role, content) {
             ("user" | "assistant", Value::String(_)) => {
-                out.push(json!({"role": role, "content": content}));
+                out.push(json::obj(&mut [
+                    ("role", role.into()),
+                    ("content", content.clone()),
+                ]));
             }
             ("user", Value::Array(blocks)) => user(blocks, i, &mut out)?,
             ("assistant", Value::Array(blocks)) => out.push(assistant(blocks, i)?),
@@ -142,7 +149,10 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
     for (j, b) in blocks.iter().enumerate() {
         let at = format!("messages[{i}].content[{j}]");
         match b.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => parts.push(json!({"type": "text", "text": b.get("text")})),
+            "text" => parts.push(json::obj(&mut [
+                ("type", "text".into()),
+                ("text", or_null(b.get("text"))),
+            ])),
             "image" => {
                 parts.push(image(b).ok_or_else(|| untranslatable(format!("{at}.source"), TO))?);
                 images = true;
@@ -154,8 +164,11 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
                         text_of(c).ok_or_else(|| untranslatable(format!("{at}.content"), TO))?
                     }
                 };
-                out.push(json!({"role": "tool", "tool_call_id": b.get("tool_use_id"),
-                                "content": content}));
+                out.push(json::obj(&mut [
+                    ("role", "tool".into()),
+                    ("tool_call_id", or_null(b.get("tool_use_id"))),
+                    ("content", content.into()),
+                ]));
             }
             other => return Err(untranslatable(format!("{at} ({other})"), TO)),
         }
@@ -169,7 +182,10 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
     } else {
         Value::String(text_of(&Value::Array(parts)).unwrap_or_default())
     };
-    out.push(json!({"role": "user", "content": content}));
+    out.push(json::obj(&mut [
+        ("role", "user".into()),
+        ("content", content),
+    ]));
     Ok(())
 }
 
@@ -182,7 +198,11 @@ fn image(block: &Value) -> Option<Value> {
         "url" => s("url")?.to_string(),
         _ => return None,
     };
-    Some(json!({"type": "image_url", "image_url": {"url": url}}))
+    let image_url = json::obj(&mut [("url", url.into())]);
+    Some(json::obj(&mut [
+        ("type", "image_url".into()),
+        ("image_url", image_url),
+    ]))
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
@@ -195,9 +215,16 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
                 .get_or_insert_with(String::new)
                 .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
             "tool_use" => {
-                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                calls.push(json!({"id": b.get("id"), "type": "function",
-                    "function": {"name": b.get("name"), "arguments": input.to_string()}}));
+                let input = b.get("input").cloned().unwrap_or_else(json::empty);
+                let function = json::obj(&mut [
+                    ("name", or_null(b.get("name"))),
+                    ("arguments", json::to_text(&input).into()),
+                ]);
+                calls.push(json::obj(&mut [
+                    ("id", or_null(b.get("id"))),
+                    ("type", "function".into()),
+                    ("function", function),
+                ]));
             }
             other => {
                 return Err(untranslatable(
@@ -207,7 +234,7 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
             }
         }
     }
-    let mut m = json!({"role": "assistant", "content": text});
+    let mut m = json::obj(&mut [("role", "assistant".into()), ("content", text.into())]);
     if let (false, Some(o)) = (calls.is_empty(), m.as_object_mut()) {
         o.insert("tool_calls".into(), Value::Array(calls));
     }
@@ -237,7 +264,10 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
                 k2 => return Err(untranslatable(format!("tools[{k}].{k2}"), TO)),
             }
         }
-        out.push(json!({"type": "function", "function": function}));
+        out.push(json::obj(&mut [
+            ("type", "function".into()),
+            ("function", Value::Object(function)),
+        ]));
     }
     Ok(Value::Array(out))
 }
@@ -245,10 +275,13 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn choice(value: &Value) -> Result<Value, ProxyError> {
     let c = match value.get("type").and_then(Value::as_str) {
-        Some("auto") => json!("auto"),
-        Some("any") => json!("required"),
-        Some("none") => json!("none"),
-        Some("tool") => json!({"type": "function", "function": {"name": value.get("name")}}),
+        Some("auto") => Value::from("auto"),
+        Some("any") => Value::from("required"),
+        Some("none") => Value::from("none"),
+        Some("tool") => {
+            let function = json::obj(&mut [("name", or_null(value.get("name")))]);
+            json::obj(&mut [("type", "function".into()), ("function", function)])
+        }
         _ => return Err(untranslatable("tool_choice", TO)),
     };
     Ok(c)

@@ -59,7 +59,7 @@ fn upstream<'c>(
         preset_headers: instance.provider.headers(),
         foreign_headers,
         body: Some(Patch::whole(
-            Value::Object(body.clone()).to_string(),
+            crate::json::to_text(&Value::Object(body.clone())),
             req.body.text().len(),
         )),
         stream: super::streams(instance, &req.client),
@@ -101,7 +101,7 @@ fn text_of(content: &Value) -> Option<String> {
 
 fn push_data(out: &mut Vec<u8>, data: &Value) {
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(&crate::json::to_bytes(data));
     out.extend_from_slice(b"\n\n");
 }
 

@@ -2,9 +2,10 @@
 //! `chat.completion`, each stream event the chunk it means (text, tool-call pieces, the
 //! finish reason, the usage chunk when asked for, `[DONE]`), errors OpenAI's error shape.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{finish_reason, openai_usage};
+use crate::json::{empty, obj, or_null, to_bytes, to_text};
 use crate::protocol;
 use crate::protocol::tally::{AnthropicUsage, Tally};
 use crate::protocol::translate::{push_data, End, Translate};
@@ -32,10 +33,22 @@ impl ToChat {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-               "model": self.tally.model.as_deref().unwrap_or(""),
-               "choices": [{"index": 0, "delta": delta, "logprobs": null,
-                            "finish_reason": finish}]})
+        let choice = obj(&mut [
+            ("index", Value::from(0)),
+            ("delta", delta),
+            ("logprobs", Value::Null),
+            ("finish_reason", finish.map_or(Value::Null, Value::from)),
+        ]);
+        obj(&mut [
+            ("id", Value::from(self.id.as_str())),
+            ("object", Value::from("chat.completion.chunk")),
+            ("created", Value::from(self.created)),
+            (
+                "model",
+                Value::from(self.tally.model.as_deref().unwrap_or("")),
+            ),
+            ("choices", Value::Array(vec![choice])),
+        ])
     }
 
     fn on_event(&mut self, e: &Event, out: &mut Vec<u8>) {
@@ -58,7 +71,10 @@ impl ToChat {
                 self.add_usage(m.and_then(|m| m.get("usage")));
                 push_data(
                     out,
-                    &self.chunk(json!({"role": "assistant", "content": ""}), None),
+                    &self.chunk(
+                        obj(&mut [("role", "assistant".into()), ("content", "".into())]),
+                        None,
+                    ),
                 );
             }
             "content_block_start" => {
@@ -68,18 +84,25 @@ impl ToChat {
                         let index = self.tools.len();
                         self.tools
                             .push(v.get("index").and_then(Value::as_u64).unwrap_or(0));
-                        let call = json!({"index": index,
-                            "id": block.and_then(|b| b.get("id")),
-                            "type": "function",
-                            "function": {"name": block.and_then(|b| b.get("name")),
-                                         "arguments": ""}});
-                        push_data(out, &self.chunk(json!({"tool_calls": [call]}), None));
+                        let function = obj(&mut [
+                            ("name", or_null(block.and_then(|b| b.get("name")))),
+                            ("arguments", "".into()),
+                        ]);
+                        let call = obj(&mut [
+                            ("index", index.into()),
+                            ("id", or_null(block.and_then(|b| b.get("id")))),
+                            ("type", "function".into()),
+                            ("function", function),
+                        ]);
+                        let delta = obj(&mut [("tool_calls", Value::Array(vec![call]))]);
+                        push_data(out, &self.chunk(delta, None));
                     }
                     Some("text") => {
                         let text = block.and_then(|b| str_at(b, &["text"])).unwrap_or_default();
                         if !text.is_empty() {
                             self.tally.text(&text);
-                            push_data(out, &self.chunk(json!({"content": text}), None));
+                            let delta = obj(&mut [("content", text.into())]);
+                            push_data(out, &self.chunk(delta, None));
                         }
                     }
                     _ => {}
@@ -91,7 +114,8 @@ impl ToChat {
                     Some("text_delta") => {
                         let text = str_at(d, &["text"]).unwrap_or_default();
                         self.tally.text(&text);
-                        push_data(out, &self.chunk(json!({"content": text}), None));
+                        let delta = obj(&mut [("content", text.into())]);
+                        push_data(out, &self.chunk(delta, None));
                     }
                     Some("input_json_delta") => {
                         let part = str_at(d, &["partial_json"]).unwrap_or_default();
@@ -99,14 +123,16 @@ impl ToChat {
                         let index = self.tools.iter().position(|b| *b == block);
                         if let (false, Some(index)) = (part.is_empty(), index) {
                             self.tally.text(&part);
-                            let call = json!({"index": index, "function": {"arguments": part}});
-                            push_data(out, &self.chunk(json!({"tool_calls": [call]}), None));
+                            let function = obj(&mut [("arguments", part.into())]);
+                            let call = obj(&mut [("index", index.into()), ("function", function)]);
+                            let delta = obj(&mut [("tool_calls", Value::Array(vec![call]))]);
+                            push_data(out, &self.chunk(delta, None));
                         }
                     }
                     Some("thinking_delta") => {
                         let text = str_at(d, &["thinking"]).unwrap_or_default();
                         self.tally.text(&text);
-                        let delta = json!({"reasoning_content": text});
+                        let delta = obj(&mut [("reasoning_content", text.into())]);
                         push_data(out, &self.chunk(delta, None));
                     }
                     _ => {}
@@ -118,13 +144,14 @@ impl ToChat {
                     .get("delta")
                     .and_then(|d| str_at(d, &["stop_reason"]))
                     .unwrap_or_default();
-                push_data(out, &self.chunk(json!({}), Some(finish_reason(&stop))));
+                let delta = empty();
+                push_data(out, &self.chunk(delta, Some(finish_reason(&stop))));
             }
             "message_stop" => {
                 if self.include_usage {
                     let mut c = self.chunk(Value::Null, None);
                     if let Some(o) = c.as_object_mut() {
-                        o.insert("choices".into(), json!([]));
+                        o.insert("choices".into(), Value::Array(Vec::new()));
                         o.insert(
                             "usage".into(),
                             openai_usage(&Translate::usage(self).unwrap_or_default()),
@@ -142,10 +169,12 @@ impl ToChat {
                 let kind = err
                     .and_then(|e| str_at(e, &["type"]))
                     .unwrap_or_else(|| "api_error".into());
-                push_data(
-                    out,
-                    &json!({"error": {"message": message, "type": kind, "code": null}}),
-                );
+                let error = obj(&mut [
+                    ("message", message.into()),
+                    ("type", kind.into()),
+                    ("code", Value::Null),
+                ]);
+                push_data(out, &obj(&mut [("error", error)]));
             }
             _ => {}
         }
@@ -174,9 +203,16 @@ impl ToChat {
                     .get_or_insert_with(String::new)
                     .push_str(s("thinking")),
                 "tool_use" => {
-                    let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                    calls.push(json!({"id": b.get("id"), "type": "function",
-                        "function": {"name": b.get("name"), "arguments": input.to_string()}}));
+                    let input = b.get("input").cloned().unwrap_or_else(empty);
+                    let function = obj(&mut [
+                        ("name", or_null(b.get("name"))),
+                        ("arguments", to_text(&input).into()),
+                    ]);
+                    calls.push(obj(&mut [
+                        ("id", or_null(b.get("id"))),
+                        ("type", "function".into()),
+                        ("function", function),
+                    ]));
                 }
                 _ => {}
             }
@@ -184,7 +220,10 @@ impl ToChat {
         for t in [&text, &thinking].into_iter().flatten() {
             self.tally.text(t);
         }
-        let mut message = json!({"role": "assistant", "content": text});
+        let mut message = obj(&mut [
+            ("role", "assistant".into()),
+            ("content", text.map_or(Value::Null, Value::from)),
+        ]);
         if let Some(o) = message.as_object_mut() {
             if !calls.is_empty() {
                 o.insert("tool_calls".into(), Value::Array(calls));
@@ -194,13 +233,21 @@ impl ToChat {
             }
         }
         let stop = m.get("stop_reason").and_then(Value::as_str).unwrap_or("");
-        json!({"id": m.get("id"), "object": "chat.completion", "created": self.created,
-               "model": m.get("model"),
-               "choices": [{"index": 0, "message": message, "logprobs": null,
-                            "finish_reason": finish_reason(stop)}],
-               "usage": openai_usage(&Translate::usage(self).unwrap_or_default())})
-        .to_string()
-        .into_bytes()
+        let choice = obj(&mut [
+            ("index", 0.into()),
+            ("message", message),
+            ("logprobs", Value::Null),
+            ("finish_reason", finish_reason(stop).into()),
+        ]);
+        let usage = openai_usage(&Translate::usage(self).unwrap_or_default());
+        to_bytes(&obj(&mut [
+            ("id", or_null(m.get("id"))),
+            ("object", "chat.completion".into()),
+            ("created", self.created.into()),
+            ("model", or_null(m.get("model"))),
+            ("choices", Value::Array(vec![choice])),
+            ("usage", usage),
+        ]))
     }
 
     fn finish_with(&mut self, end: End) -> Vec<u8> {

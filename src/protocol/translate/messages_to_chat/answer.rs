@@ -3,9 +3,10 @@
 //! per text run or tool call, `message_delta` with the stop reason and the usage,
 //! `message_stop`), errors Anthropic's error shape.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::stop_reason;
+use crate::json::{empty, obj, or_null, to_bytes};
 use crate::protocol;
 use crate::protocol::tally::Tally;
 use crate::protocol::translate::{push_event, End, Translate};
@@ -37,10 +38,15 @@ pub struct ToMessages {
 
 /// Anthropic's usage for counted usage (its `input_tokens` leaves the cache reads out).
 fn anthropic_usage(u: &Usage) -> Value {
-    json!({"input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
-           "cache_creation_input_tokens": 0,
-           "cache_read_input_tokens": u.cached_tokens,
-           "output_tokens": u.completion_tokens})
+    obj(&mut [
+        (
+            "input_tokens",
+            u.prompt_tokens.saturating_sub(u.cached_tokens).into(),
+        ),
+        ("cache_creation_input_tokens", 0.into()),
+        ("cache_read_input_tokens", u.cached_tokens.into()),
+        ("output_tokens", u.completion_tokens.into()),
+    ])
 }
 
 impl ToMessages {
@@ -54,15 +60,19 @@ impl ToMessages {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let message = json!({"id": self.id, "type": "message", "role": "assistant",
-            "content": [], "model": self.tally.model.as_deref().unwrap_or(""),
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}});
-        push_event(
-            out,
-            "message_start",
-            &json!({"type": "message_start", "message": message}),
-        );
+        let usage = obj(&mut [("input_tokens", 0.into()), ("output_tokens", 0.into())]);
+        let message = obj(&mut [
+            ("id", self.id.as_str().into()),
+            ("type", "message".into()),
+            ("role", "assistant".into()),
+            ("content", Value::Array(Vec::new())),
+            ("model", self.tally.model.as_deref().unwrap_or("").into()),
+            ("stop_reason", Value::Null),
+            ("stop_sequence", Value::Null),
+            ("usage", usage),
+        ]);
+        let start = obj(&mut [("type", "message_start".into()), ("message", message)]);
+        push_event(out, "message_start", &start);
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
@@ -70,7 +80,7 @@ impl ToMessages {
             push_event(
                 out,
                 "content_block_stop",
-                &json!({"type": "content_block_stop", "index": i}),
+                &obj(&mut [("type", "content_block_stop".into()), ("index", i.into())]),
             );
         }
         self.open = Open::None;
@@ -85,39 +95,46 @@ impl ToMessages {
         } else {
             Open::Text(index)
         };
-        push_event(
-            out,
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": block}),
-        );
+        let start = obj(&mut [
+            ("type", "content_block_start".into()),
+            ("index", index.into()),
+            ("content_block", block),
+        ]);
+        push_event(out, "content_block_start", &start);
         index
     }
 
     fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
-        push_event(
-            out,
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
-        );
+        let event = obj(&mut [
+            ("type", "content_block_delta".into()),
+            ("index", index.into()),
+            ("delta", delta),
+        ]);
+        push_event(out, "content_block_delta", &event);
     }
 
     fn text(&mut self, text: &str, out: &mut Vec<u8>) {
         self.tally.text(text);
         let index = match self.open {
             Open::Text(i) => i,
-            _ => self.open_block(json!({"type": "text", "text": ""}), false, out),
+            _ => {
+                let block = obj(&mut [("type", "text".into()), ("text", "".into())]);
+                self.open_block(block, false, out)
+            }
         };
-        Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+        let delta = obj(&mut [("type", "text_delta".into()), ("text", text.into())]);
+        Self::delta(out, index, delta);
     }
 
     fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
         let f = call.get("function");
         if let Some(id) = call.get("id").filter(|id| id.is_string()) {
-            let name = f
-                .and_then(|f| f.get("name"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
+            let block = obj(&mut [
+                ("type", "tool_use".into()),
+                ("id", id.clone()),
+                ("name", or_null(f.and_then(|f| f.get("name")))),
+                ("input", empty()),
+            ]);
             self.open_block(block, true, out);
         }
         let args = f
@@ -126,7 +143,10 @@ impl ToMessages {
             .unwrap_or("");
         if let (Open::Tool(index), false) = (self.open, args.is_empty()) {
             self.tally.text(args);
-            let delta = json!({"type": "input_json_delta", "partial_json": args});
+            let delta = obj(&mut [
+                ("type", "input_json_delta".into()),
+                ("partial_json", args.into()),
+            ]);
             Self::delta(out, index, delta);
         }
     }
@@ -139,15 +159,18 @@ impl ToMessages {
         self.finished = true;
         self.close(out);
         let usage = anthropic_usage(&self.usage.unwrap_or_default());
-        push_event(
-            out,
-            "message_delta",
-            &json!({"type": "message_delta",
-                    "delta": {"stop_reason": self.stop.unwrap_or("end_turn"),
-                              "stop_sequence": null},
-                    "usage": usage}),
-        );
-        push_event(out, "message_stop", &json!({"type": "message_stop"}));
+        let delta = obj(&mut [
+            ("stop_reason", self.stop.unwrap_or("end_turn").into()),
+            ("stop_sequence", Value::Null),
+        ]);
+        let event = obj(&mut [
+            ("type", "message_delta".into()),
+            ("delta", delta),
+            ("usage", usage),
+        ]);
+        push_event(out, "message_delta", &event);
+        let stop = obj(&mut [("type", "message_stop".into())]);
+        push_event(out, "message_stop", &stop);
     }
 
     fn on_event(&mut self, e: &Event, out: &mut Vec<u8>) {
@@ -160,8 +183,8 @@ impl ToMessages {
         };
         if let Some(err) = chunk.get("error") {
             let message = err.get("message").and_then(Value::as_str).unwrap_or("");
-            let data = json!({"type": "error",
-                              "error": {"type": "api_error", "message": message}});
+            let error = obj(&mut [("type", "api_error".into()), ("message", message.into())]);
+            let data = obj(&mut [("type", "error".into()), ("error", error)]);
             push_event(out, "error", &data);
             return;
         }
@@ -211,7 +234,7 @@ impl ToMessages {
             .filter(|t| !t.is_empty())
         {
             self.tally.text(text);
-            content.push(json!({"type": "text", "text": text}));
+            content.push(obj(&mut [("type", "text".into()), ("text", text.into())]));
         }
         let calls = message
             .and_then(|m| m.get("tool_calls"))
@@ -226,20 +249,29 @@ impl ToMessages {
             let input = serde_json::from_slice::<Value>(args.as_bytes())
                 .ok()
                 .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            content.push(json!({"type": "tool_use", "id": call.get("id"),
-                                "name": f.and_then(|f| f.get("name")), "input": input}));
+                .unwrap_or_else(empty);
+            content.push(obj(&mut [
+                ("type", "tool_use".into()),
+                ("id", or_null(call.get("id"))),
+                ("name", or_null(f.and_then(|f| f.get("name")))),
+                ("input", input),
+            ]));
         }
         let finish = choice
             .and_then(|ch| ch.get("finish_reason"))
             .and_then(Value::as_str)
             .unwrap_or("stop");
-        json!({"id": c.get("id"), "type": "message", "role": "assistant",
-               "model": c.get("model"), "content": content,
-               "stop_reason": stop_reason(finish), "stop_sequence": null,
-               "usage": anthropic_usage(&self.usage.unwrap_or_default())})
-        .to_string()
-        .into_bytes()
+        let usage = anthropic_usage(&self.usage.unwrap_or_default());
+        to_bytes(&obj(&mut [
+            ("id", or_null(c.get("id"))),
+            ("type", "message".into()),
+            ("role", "assistant".into()),
+            ("model", or_null(c.get("model"))),
+            ("content", Value::Array(content)),
+            ("stop_reason", stop_reason(finish).into()),
+            ("stop_sequence", Value::Null),
+            ("usage", usage),
+        ]))
     }
 
     fn finish_with(&mut self, end: End) -> Vec<u8> {

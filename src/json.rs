@@ -1,0 +1,73 @@
+//! JSON values built member by member: what `serde_json::json!` builds, without passing
+//! each value through serde's serialiser on the way (every `json!` site costs V8 compile
+//! memory at start: "Round 14" in docs/performance.md).
+
+use serde_json::{Map, Value};
+
+/// An object of these members, in this order (`json!({"k": v, ...})`).
+pub fn obj(members: &mut [(&'static str, Value)]) -> Value {
+    let mut m = Map::with_capacity(members.len());
+    for (k, v) in members.iter_mut() {
+        m.insert((*k).to_owned(), std::mem::take(v));
+    }
+    Value::Object(m)
+}
+
+/// An empty object (`json!({})`).
+pub fn empty() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A value's compact text, written straight into bytes (what `value.to_string()` gives,
+/// without `Display`'s second, pretty-printing copy of serde_json's writer).
+pub fn to_bytes(v: &Value) -> Vec<u8> {
+    // Writing a `Value` into a `Vec` cannot fail: its keys are strings.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// A value's compact text (`value.to_string()`).
+pub fn to_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A member that may be missing, as `null` when it is.
+pub fn or_null(v: Option<&Value>) -> Value {
+    v.cloned().unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builds_what_json_builds_in_the_same_order() {
+        let nested = obj(&mut [("z", 1.into()), ("a", Value::Null)]);
+        let built = obj(&mut [
+            ("type", "text".into()),
+            ("n", 7u64.into()),
+            ("b", true.into()),
+            ("inner", nested),
+            ("list", Value::Array(vec![empty()])),
+            ("gone", or_null(None)),
+            ("kept", or_null(Some(&json!([1, "x"])))),
+        ]);
+        let want = json!({"type": "text", "n": 7, "b": true, "inner": {"z": 1, "a": null},
+                          "list": [{}], "gone": null, "kept": [1, "x"]});
+        assert_eq!(built, want);
+        assert_eq!(built.to_string(), want.to_string());
+        assert_eq!(to_text(&built), want.to_string());
+        assert_eq!(to_bytes(&built), want.to_string().into_bytes());
+        assert_eq!(
+            built.to_string(),
+            r#"{"type":"text","n":7,"b":true,"inner":{"z":1,"a":null},"list":[{}],"gone":null,"kept":[1,"x"]}"#
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_the_last_value_as_json_does() {
+        let built = obj(&mut [("k", 1.into()), ("k", 2.into())]);
+        assert_eq!(built, json!({"k": 1, "k": 2}));
+        assert_eq!(to_text(&built), r#"{"k":2}"#);
+    }
+}
