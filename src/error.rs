@@ -169,12 +169,12 @@ impl ProxyError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        let error = obj(&mut [
+        let error = obj([
             ("message", self.message().into()),
             ("type", self.kind().into()),
             ("code", self.code().into()),
         ]);
-        json::to_bytes(&obj(&mut [("error", error)]))
+        json::to_bytes(&obj([("error", error)]))
     }
 
     /// Extra response headers besides `content-type`.

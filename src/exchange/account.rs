@@ -300,7 +300,7 @@ impl Accounting {
         let usage = self.usage();
         let a = self.answer.as_ref();
         let duration_ms = now_ns.saturating_sub(self.started_ns) / 1_000_000;
-        to_text(&obj(&mut [
+        to_text(&obj([
             ("request_id", request_id.into()),
             ("request_type", a.map(Answer::request_type).into()),
             ("instance", a.map(|a| a.instance.as_str()).into()),
@@ -330,7 +330,7 @@ impl Accounting {
 
     fn payload(&self, request_id: &str) -> String {
         let response = self.reader.as_ref().and_then(|r| r.text()).unwrap_or("");
-        to_text(&obj(&mut [
+        to_text(&obj([
             ("request_id", request_id.into()),
             (
                 "instance",

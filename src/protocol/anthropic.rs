@@ -63,11 +63,11 @@ pub fn error_type(status: u32) -> &'static str {
 
 /// An Anthropic-style error body.
 pub fn error(status: u32, message: &str) -> Vec<u8> {
-    let error = obj(&mut [
+    let error = obj([
         ("type", error_type(status).into()),
         ("message", message.into()),
     ]);
-    json::to_bytes(&obj(&mut [("type", "error".into()), ("error", error)]))
+    json::to_bytes(&obj([("type", "error".into()), ("error", error)]))
 }
 
 /// A Messages request to a Messages instance: the client's body with `options` patched in.

@@ -155,7 +155,7 @@ fn models(config: &Config) -> Vec<(String, &'static str)> {
 }
 
 fn model_object(id: &str, owner: &str) -> Value {
-    obj(&mut [
+    obj([
         ("id", id.into()),
         ("object", "model".into()),
         ("created", 0.into()),
@@ -169,7 +169,7 @@ pub fn models_answer(config: &Config, id: Option<&str>) -> Result<Vec<u8>, Proxy
     let value = match id {
         None => {
             let data: Vec<Value> = all.iter().map(|(m, o)| model_object(m, o)).collect();
-            obj(&mut [("object", "list".into()), ("data", Value::Array(data))])
+            obj([("object", "list".into()), ("data", Value::Array(data))])
         }
         Some(id) => match all.iter().find(|(m, _)| m == id) {
             Some((m, o)) => model_object(m, o),

@@ -82,12 +82,12 @@ pub fn error(status: u32, message: &str, code: Option<&str>) -> Vec<u8> {
         400..=499 => "invalid_request_error",
         _ => "api_error",
     };
-    let error = obj(&mut [
+    let error = obj([
         ("message", message.into()),
         ("type", kind.into()),
         ("code", code.into()),
     ]);
-    json::to_bytes(&obj(&mut [("error", error)]))
+    json::to_bytes(&obj([("error", error)]))
 }
 
 fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'c>, ProxyError> {

@@ -87,10 +87,7 @@ pub fn request(
                     .ok_or_else(|| untranslatable("parallel_tool_calls", TO))?;
             }
             "user" => {
-                out.insert(
-                    "metadata".into(),
-                    json::obj(&mut [("user_id", value.clone())]),
-                );
+                out.insert("metadata".into(), json::obj([("user_id", value.clone())]));
             }
             "response_format" if value.get("type").and_then(Value::as_str) == Some("text") => {}
             k if is_default(k, value) => {}
@@ -98,7 +95,7 @@ pub fn request(
         }
     }
     if !parallel {
-        let mut c = tool_choice.unwrap_or_else(|| json::obj(&mut [("type", "auto".into())]));
+        let mut c = tool_choice.unwrap_or_else(|| json::obj([("type", "auto".into())]));
         if c.get("type").and_then(Value::as_str) != Some("none") {
             if let Some(o) = c.as_object_mut() {
                 o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
@@ -145,23 +142,17 @@ fn messages(value: &Value) -> Result<(Option<Value>, Value), ProxyError> {
         match role {
             "system" | "developer" => {
                 let text = text_of(content).ok_or_else(|| untranslatable(at(".content"), TO))?;
-                system.push(json::obj(&mut [
-                    ("type", "text".into()),
-                    ("text", text.into()),
-                ]));
+                system.push(json::obj([("type", "text".into()), ("text", text.into())]));
             }
             "user" => {
                 let content = user_content(content, i)?;
-                out.push(json::obj(&mut [
-                    ("role", "user".into()),
-                    ("content", content),
-                ]));
+                out.push(json::obj([("role", "user".into()), ("content", content)]));
             }
             "assistant" => out.push(assistant(obj, i)?),
             _ => {
                 let id = obj.get("tool_call_id").cloned().unwrap_or(Value::Null);
                 let text = text_of(content).ok_or_else(|| untranslatable(at(".content"), TO))?;
-                let block = json::obj(&mut [
+                let block = json::obj([
                     ("type", "tool_result".into()),
                     ("tool_use_id", id),
                     ("content", text.into()),
@@ -194,7 +185,7 @@ fn push_tool_result(out: &mut Vec<Value>, block: Value) {
             return;
         }
     }
-    out.push(json::obj(&mut [
+    out.push(json::obj([
         ("role", "user".into()),
         ("content", Value::Array(vec![block])),
     ]));
@@ -213,7 +204,7 @@ fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
         match p.get("type").and_then(Value::as_str) {
             Some("text") => {
                 let text = or_null(p.get("text"));
-                blocks.push(json::obj(&mut [("type", "text".into()), ("text", text)]));
+                blocks.push(json::obj([("type", "text".into()), ("text", text)]));
             }
             Some("image_url") => {
                 let url = p
@@ -234,22 +225,16 @@ fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
 /// An image part's URL as an Anthropic image block: a `data:` URL as base64, else a URL.
 fn image(url: &str) -> Option<Value> {
     let Some(rest) = url.strip_prefix("data:") else {
-        let source = json::obj(&mut [("type", "url".into()), ("url", url.into())]);
-        return Some(json::obj(&mut [
-            ("type", "image".into()),
-            ("source", source),
-        ]));
+        let source = json::obj([("type", "url".into()), ("url", url.into())]);
+        return Some(json::obj([("type", "image".into()), ("source", source)]));
     };
     let (media_type, data) = rest.split_once(";base64,")?;
-    let source = json::obj(&mut [
+    let source = json::obj([
         ("type", "base64".into()),
         ("media_type", media_type.into()),
         ("data", data.into()),
     ]);
-    Some(json::obj(&mut [
-        ("type", "image".into()),
-        ("source", source),
-    ]))
+    Some(json::obj([("type", "image".into()), ("source", source)]))
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
@@ -261,10 +246,7 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
         Some(c) => {
             let text =
                 text_of(c).ok_or_else(|| untranslatable(format!("messages[{i}].content"), TO))?;
-            blocks.push(json::obj(&mut [
-                ("type", "text".into()),
-                ("text", text.into()),
-            ]));
+            blocks.push(json::obj([("type", "text".into()), ("text", text.into())]));
         }
     }
     let calls = obj.get("tool_calls").and_then(Value::as_array);
@@ -280,7 +262,7 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| untranslatable(format!("{at}.function.arguments"), TO))?;
-        blocks.push(json::obj(&mut [
+        blocks.push(json::obj([
             ("type", "tool_use".into()),
             ("id", or_null(call.get("id"))),
             ("name", or_null(f.and_then(|f| f.get("name")))),
@@ -294,7 +276,7 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
         }
         _ => Value::Array(blocks),
     };
-    Ok(json::obj(&mut [
+    Ok(json::obj([
         ("role", "assistant".into()),
         ("content", content),
     ]))
@@ -329,7 +311,7 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
             }
         }
         tool.entry("input_schema").or_insert_with(|| {
-            json::obj(&mut [("type", "object".into()), ("properties", json::empty())])
+            json::obj([("type", "object".into()), ("properties", json::empty())])
         });
         out.push(Value::Object(tool));
     }
@@ -339,11 +321,11 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn choice(value: &Value) -> Result<Value, ProxyError> {
     let c = match value.as_str() {
-        Some("none") => json::obj(&mut [("type", "none".into())]),
-        Some("auto") => json::obj(&mut [("type", "auto".into())]),
-        Some("required") => json::obj(&mut [("type", "any".into())]),
+        Some("none") => json::obj([("type", "none".into())]),
+        Some("auto") => json::obj([("type", "auto".into())]),
+        Some("required") => json::obj([("type", "any".into())]),
         _ => match value.get("function").and_then(|f| f.get("name")) {
-            Some(name) => json::obj(&mut [("type", "tool".into()), ("name", name.clone())]),
+            Some(name) => json::obj([("type", "tool".into()), ("name", name.clone())]),
             None => return Err(untranslatable("tool_choice", TO)),
         },
     };
@@ -362,8 +344,8 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// OpenAI's `usage` object for counted usage.
 pub fn openai_usage(u: &Usage) -> Value {
-    let details = json::obj(&mut [("cached_tokens", u.cached_tokens.into())]);
-    json::obj(&mut [
+    let details = json::obj([("cached_tokens", u.cached_tokens.into())]);
+    json::obj([
         ("prompt_tokens", u.prompt_tokens.into()),
         ("completion_tokens", u.completion_tokens.into()),
         ("total_tokens", u.total_tokens.into()),

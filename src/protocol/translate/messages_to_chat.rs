@@ -63,7 +63,7 @@ pub fn request(
             }
             "system" => {
                 let text = text_of(value).ok_or_else(|| untranslatable("system", TO))?;
-                system = Some(json::obj(&mut [
+                system = Some(json::obj([
                     ("role", "system".into()),
                     ("content", text.into()),
                 ]));
@@ -124,7 +124,7 @@ fn messages(value: &Value) -> Result<Vec<Value>, ProxyError> {
         let content = m.get("content").unwrap_or(&Value::Null);
         match (role, content) {
             ("user" | "assistant", Value::String(_)) => {
-                out.push(json::obj(&mut [
+                out.push(json::obj([
                     ("role", role.into()),
                     ("content", content.clone()),
                 ]));
@@ -149,7 +149,7 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
     for (j, b) in blocks.iter().enumerate() {
         let at = format!("messages[{i}].content[{j}]");
         match b.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => parts.push(json::obj(&mut [
+            "text" => parts.push(json::obj([
                 ("type", "text".into()),
                 ("text", or_null(b.get("text"))),
             ])),
@@ -164,7 +164,7 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
                         text_of(c).ok_or_else(|| untranslatable(format!("{at}.content"), TO))?
                     }
                 };
-                out.push(json::obj(&mut [
+                out.push(json::obj([
                     ("role", "tool".into()),
                     ("tool_call_id", or_null(b.get("tool_use_id"))),
                     ("content", content.into()),
@@ -182,10 +182,7 @@ fn user(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<(), ProxyErr
     } else {
         Value::String(text_of(&Value::Array(parts)).unwrap_or_default())
     };
-    out.push(json::obj(&mut [
-        ("role", "user".into()),
-        ("content", content),
-    ]));
+    out.push(json::obj([("role", "user".into()), ("content", content)]));
     Ok(())
 }
 
@@ -198,8 +195,8 @@ fn image(block: &Value) -> Option<Value> {
         "url" => s("url")?.to_string(),
         _ => return None,
     };
-    let image_url = json::obj(&mut [("url", url.into())]);
-    Some(json::obj(&mut [
+    let image_url = json::obj([("url", url.into())]);
+    Some(json::obj([
         ("type", "image_url".into()),
         ("image_url", image_url),
     ]))
@@ -216,11 +213,11 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
                 .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
             "tool_use" => {
                 let input = b.get("input").cloned().unwrap_or_else(json::empty);
-                let function = json::obj(&mut [
+                let function = json::obj([
                     ("name", or_null(b.get("name"))),
                     ("arguments", json::to_text(&input).into()),
                 ]);
-                calls.push(json::obj(&mut [
+                calls.push(json::obj([
                     ("id", or_null(b.get("id"))),
                     ("type", "function".into()),
                     ("function", function),
@@ -234,7 +231,7 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
             }
         }
     }
-    let mut m = json::obj(&mut [("role", "assistant".into()), ("content", text.into())]);
+    let mut m = json::obj([("role", "assistant".into()), ("content", text.into())]);
     if let (false, Some(o)) = (calls.is_empty(), m.as_object_mut()) {
         o.insert("tool_calls".into(), Value::Array(calls));
     }
@@ -264,7 +261,7 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
                 k2 => return Err(untranslatable(format!("tools[{k}].{k2}"), TO)),
             }
         }
-        out.push(json::obj(&mut [
+        out.push(json::obj([
             ("type", "function".into()),
             ("function", Value::Object(function)),
         ]));
@@ -279,8 +276,8 @@ fn choice(value: &Value) -> Result<Value, ProxyError> {
         Some("any") => Value::from("required"),
         Some("none") => Value::from("none"),
         Some("tool") => {
-            let function = json::obj(&mut [("name", or_null(value.get("name")))]);
-            json::obj(&mut [("type", "function".into()), ("function", function)])
+            let function = json::obj([("name", or_null(value.get("name")))]);
+            json::obj([("type", "function".into()), ("function", function)])
         }
         _ => return Err(untranslatable("tool_choice", TO)),
     };

@@ -33,13 +33,13 @@ impl ToChat {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        let choice = obj(&mut [
+        let choice = obj([
             ("index", Value::from(0)),
             ("delta", delta),
             ("logprobs", Value::Null),
             ("finish_reason", finish.map_or(Value::Null, Value::from)),
         ]);
-        obj(&mut [
+        obj([
             ("id", Value::from(self.id.as_str())),
             ("object", Value::from("chat.completion.chunk")),
             ("created", Value::from(self.created)),
@@ -72,7 +72,7 @@ impl ToChat {
                 push_data(
                     out,
                     &self.chunk(
-                        obj(&mut [("role", "assistant".into()), ("content", "".into())]),
+                        obj([("role", "assistant".into()), ("content", "".into())]),
                         None,
                     ),
                 );
@@ -84,24 +84,24 @@ impl ToChat {
                         let index = self.tools.len();
                         self.tools
                             .push(v.get("index").and_then(Value::as_u64).unwrap_or(0));
-                        let function = obj(&mut [
+                        let function = obj([
                             ("name", or_null(block.and_then(|b| b.get("name")))),
                             ("arguments", "".into()),
                         ]);
-                        let call = obj(&mut [
+                        let call = obj([
                             ("index", index.into()),
                             ("id", or_null(block.and_then(|b| b.get("id")))),
                             ("type", "function".into()),
                             ("function", function),
                         ]);
-                        let delta = obj(&mut [("tool_calls", Value::Array(vec![call]))]);
+                        let delta = obj([("tool_calls", Value::Array(vec![call]))]);
                         push_data(out, &self.chunk(delta, None));
                     }
                     Some("text") => {
                         let text = block.and_then(|b| str_at(b, &["text"])).unwrap_or_default();
                         if !text.is_empty() {
                             self.tally.text(&text);
-                            let delta = obj(&mut [("content", text.into())]);
+                            let delta = obj([("content", text.into())]);
                             push_data(out, &self.chunk(delta, None));
                         }
                     }
@@ -114,7 +114,7 @@ impl ToChat {
                     Some("text_delta") => {
                         let text = str_at(d, &["text"]).unwrap_or_default();
                         self.tally.text(&text);
-                        let delta = obj(&mut [("content", text.into())]);
+                        let delta = obj([("content", text.into())]);
                         push_data(out, &self.chunk(delta, None));
                     }
                     Some("input_json_delta") => {
@@ -123,16 +123,16 @@ impl ToChat {
                         let index = self.tools.iter().position(|b| *b == block);
                         if let (false, Some(index)) = (part.is_empty(), index) {
                             self.tally.text(&part);
-                            let function = obj(&mut [("arguments", part.into())]);
-                            let call = obj(&mut [("index", index.into()), ("function", function)]);
-                            let delta = obj(&mut [("tool_calls", Value::Array(vec![call]))]);
+                            let function = obj([("arguments", part.into())]);
+                            let call = obj([("index", index.into()), ("function", function)]);
+                            let delta = obj([("tool_calls", Value::Array(vec![call]))]);
                             push_data(out, &self.chunk(delta, None));
                         }
                     }
                     Some("thinking_delta") => {
                         let text = str_at(d, &["thinking"]).unwrap_or_default();
                         self.tally.text(&text);
-                        let delta = obj(&mut [("reasoning_content", text.into())]);
+                        let delta = obj([("reasoning_content", text.into())]);
                         push_data(out, &self.chunk(delta, None));
                     }
                     _ => {}
@@ -169,12 +169,12 @@ impl ToChat {
                 let kind = err
                     .and_then(|e| str_at(e, &["type"]))
                     .unwrap_or_else(|| "api_error".into());
-                let error = obj(&mut [
+                let error = obj([
                     ("message", message.into()),
                     ("type", kind.into()),
                     ("code", Value::Null),
                 ]);
-                push_data(out, &obj(&mut [("error", error)]));
+                push_data(out, &obj([("error", error)]));
             }
             _ => {}
         }
@@ -204,11 +204,11 @@ impl ToChat {
                     .push_str(s("thinking")),
                 "tool_use" => {
                     let input = b.get("input").cloned().unwrap_or_else(empty);
-                    let function = obj(&mut [
+                    let function = obj([
                         ("name", or_null(b.get("name"))),
                         ("arguments", to_text(&input).into()),
                     ]);
-                    calls.push(obj(&mut [
+                    calls.push(obj([
                         ("id", or_null(b.get("id"))),
                         ("type", "function".into()),
                         ("function", function),
@@ -220,7 +220,7 @@ impl ToChat {
         for t in [&text, &thinking].into_iter().flatten() {
             self.tally.text(t);
         }
-        let mut message = obj(&mut [
+        let mut message = obj([
             ("role", "assistant".into()),
             ("content", text.map_or(Value::Null, Value::from)),
         ]);
@@ -233,14 +233,14 @@ impl ToChat {
             }
         }
         let stop = m.get("stop_reason").and_then(Value::as_str).unwrap_or("");
-        let choice = obj(&mut [
+        let choice = obj([
             ("index", 0.into()),
             ("message", message),
             ("logprobs", Value::Null),
             ("finish_reason", finish_reason(stop).into()),
         ]);
         let usage = openai_usage(&Translate::usage(self).unwrap_or_default());
-        to_bytes(&obj(&mut [
+        to_bytes(&obj([
             ("id", or_null(m.get("id"))),
             ("object", "chat.completion".into()),
             ("created", self.created.into()),

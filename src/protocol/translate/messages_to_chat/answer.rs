@@ -38,7 +38,7 @@ pub struct ToMessages {
 
 /// Anthropic's usage for counted usage (its `input_tokens` leaves the cache reads out).
 fn anthropic_usage(u: &Usage) -> Value {
-    obj(&mut [
+    obj([
         (
             "input_tokens",
             u.prompt_tokens.saturating_sub(u.cached_tokens).into(),
@@ -60,8 +60,8 @@ impl ToMessages {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let usage = obj(&mut [("input_tokens", 0.into()), ("output_tokens", 0.into())]);
-        let message = obj(&mut [
+        let usage = obj([("input_tokens", 0.into()), ("output_tokens", 0.into())]);
+        let message = obj([
             ("id", self.id.as_str().into()),
             ("type", "message".into()),
             ("role", "assistant".into()),
@@ -71,7 +71,7 @@ impl ToMessages {
             ("stop_sequence", Value::Null),
             ("usage", usage),
         ]);
-        let start = obj(&mut [("type", "message_start".into()), ("message", message)]);
+        let start = obj([("type", "message_start".into()), ("message", message)]);
         push_event(out, "message_start", &start);
     }
 
@@ -80,7 +80,7 @@ impl ToMessages {
             push_event(
                 out,
                 "content_block_stop",
-                &obj(&mut [("type", "content_block_stop".into()), ("index", i.into())]),
+                &obj([("type", "content_block_stop".into()), ("index", i.into())]),
             );
         }
         self.open = Open::None;
@@ -95,7 +95,7 @@ impl ToMessages {
         } else {
             Open::Text(index)
         };
-        let start = obj(&mut [
+        let start = obj([
             ("type", "content_block_start".into()),
             ("index", index.into()),
             ("content_block", block),
@@ -105,7 +105,7 @@ impl ToMessages {
     }
 
     fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
-        let event = obj(&mut [
+        let event = obj([
             ("type", "content_block_delta".into()),
             ("index", index.into()),
             ("delta", delta),
@@ -118,18 +118,18 @@ impl ToMessages {
         let index = match self.open {
             Open::Text(i) => i,
             _ => {
-                let block = obj(&mut [("type", "text".into()), ("text", "".into())]);
+                let block = obj([("type", "text".into()), ("text", "".into())]);
                 self.open_block(block, false, out)
             }
         };
-        let delta = obj(&mut [("type", "text_delta".into()), ("text", text.into())]);
+        let delta = obj([("type", "text_delta".into()), ("text", text.into())]);
         Self::delta(out, index, delta);
     }
 
     fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
         let f = call.get("function");
         if let Some(id) = call.get("id").filter(|id| id.is_string()) {
-            let block = obj(&mut [
+            let block = obj([
                 ("type", "tool_use".into()),
                 ("id", id.clone()),
                 ("name", or_null(f.and_then(|f| f.get("name")))),
@@ -143,7 +143,7 @@ impl ToMessages {
             .unwrap_or("");
         if let (Open::Tool(index), false) = (self.open, args.is_empty()) {
             self.tally.text(args);
-            let delta = obj(&mut [
+            let delta = obj([
                 ("type", "input_json_delta".into()),
                 ("partial_json", args.into()),
             ]);
@@ -159,17 +159,17 @@ impl ToMessages {
         self.finished = true;
         self.close(out);
         let usage = anthropic_usage(&self.usage.unwrap_or_default());
-        let delta = obj(&mut [
+        let delta = obj([
             ("stop_reason", self.stop.unwrap_or("end_turn").into()),
             ("stop_sequence", Value::Null),
         ]);
-        let event = obj(&mut [
+        let event = obj([
             ("type", "message_delta".into()),
             ("delta", delta),
             ("usage", usage),
         ]);
         push_event(out, "message_delta", &event);
-        let stop = obj(&mut [("type", "message_stop".into())]);
+        let stop = obj([("type", "message_stop".into())]);
         push_event(out, "message_stop", &stop);
     }
 
@@ -183,8 +183,8 @@ impl ToMessages {
         };
         if let Some(err) = chunk.get("error") {
             let message = err.get("message").and_then(Value::as_str).unwrap_or("");
-            let error = obj(&mut [("type", "api_error".into()), ("message", message.into())]);
-            let data = obj(&mut [("type", "error".into()), ("error", error)]);
+            let error = obj([("type", "api_error".into()), ("message", message.into())]);
+            let data = obj([("type", "error".into()), ("error", error)]);
             push_event(out, "error", &data);
             return;
         }
@@ -234,7 +234,7 @@ impl ToMessages {
             .filter(|t| !t.is_empty())
         {
             self.tally.text(text);
-            content.push(obj(&mut [("type", "text".into()), ("text", text.into())]));
+            content.push(obj([("type", "text".into()), ("text", text.into())]));
         }
         let calls = message
             .and_then(|m| m.get("tool_calls"))
@@ -250,7 +250,7 @@ impl ToMessages {
                 .ok()
                 .filter(Value::is_object)
                 .unwrap_or_else(empty);
-            content.push(obj(&mut [
+            content.push(obj([
                 ("type", "tool_use".into()),
                 ("id", or_null(call.get("id"))),
                 ("name", or_null(f.and_then(|f| f.get("name")))),
@@ -262,7 +262,7 @@ impl ToMessages {
             .and_then(Value::as_str)
             .unwrap_or("stop");
         let usage = anthropic_usage(&self.usage.unwrap_or_default());
-        to_bytes(&obj(&mut [
+        to_bytes(&obj([
             ("id", or_null(c.get("id"))),
             ("type", "message".into()),
             ("role", "assistant".into()),
