@@ -11,13 +11,13 @@ use crate::provider::{self, Endpoint, Provider};
 /// A configurable header name: a token, not one Envoy or the filter already use.
 pub(super) fn header_name_field(
     field: &str,
-    value: Option<String>,
+    value: Option<&str>,
     default: &str,
 ) -> Result<String, ConfigError> {
     let Some(h) = value else {
         return Ok(default.to_string());
     };
-    check_token(&h).map_err(|m| ConfigError::new(field, m))?;
+    check_token(h).map_err(|m| ConfigError::new(field, m))?;
     let lower = h.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) || lower == "authorization" {
         return Err(ConfigError::new(
@@ -29,7 +29,7 @@ pub(super) fn header_name_field(
 }
 
 pub(super) fn compile_instances(
-    list: Vec<raw::RawInstance>,
+    list: &[raw::RawInstance],
     cluster_header: &str,
 ) -> Result<Vec<Instance>, ConfigError> {
     if list.is_empty() {
@@ -39,7 +39,7 @@ pub(super) fn compile_instances(
         ));
     }
     let mut out: Vec<Instance> = Vec::with_capacity(list.len());
-    for (i, raw) in list.into_iter().enumerate() {
+    for (i, raw) in list.iter().enumerate() {
         let prefix = format!("instances[{i}].");
         let name_ok = (1..=100).contains(&raw.name.len())
             && raw
@@ -64,15 +64,15 @@ pub(super) fn compile_instances(
         out.push(compile_instance(
             &prefix,
             InstanceParts {
-                name: raw.name,
-                provider: raw.provider,
+                name: &raw.name,
+                provider: &raw.provider,
                 priority: raw.priority.unwrap_or(0),
                 weight: raw.weight.unwrap_or(0),
-                auth: raw.auth,
-                options: raw.options,
-                endpoint: raw.override_.and_then(|o| o.endpoint),
-                cluster: raw.cluster,
-                checks: raw.checks,
+                auth: raw.auth.as_ref(),
+                options: raw.options.as_ref(),
+                endpoint: raw.override_.as_ref().and_then(|o| o.endpoint.as_deref()),
+                cluster: raw.cluster.as_deref(),
+                checks: raw.checks.as_ref(),
             },
             cluster_header,
         )?);
@@ -80,28 +80,30 @@ pub(super) fn compile_instances(
     Ok(out)
 }
 
-/// The per-provider fields shared by the single-provider and the many-instance shapes.
-pub(super) struct InstanceParts {
-    pub(super) name: String,
-    pub(super) provider: String,
+/// The per-provider fields shared by the single-provider and the many-instance shapes,
+/// borrowed from the configuration as read: a way out of `compile_instance` then has
+/// nothing of them to drop (each such drop is code: "Round 14" in docs/performance.md).
+pub(super) struct InstanceParts<'r> {
+    pub(super) name: &'r str,
+    pub(super) provider: &'r str,
     pub(super) priority: i64,
     pub(super) weight: u32,
-    pub(super) auth: Option<raw::RawAuth>,
-    pub(super) options: Option<Map<String, Value>>,
-    pub(super) endpoint: Option<String>,
-    pub(super) cluster: Option<String>,
-    pub(super) checks: Option<raw::RawChecks>,
+    pub(super) auth: Option<&'r raw::RawAuth>,
+    pub(super) options: Option<&'r Map<String, Value>>,
+    pub(super) endpoint: Option<&'r str>,
+    pub(super) cluster: Option<&'r str>,
+    pub(super) checks: Option<&'r raw::RawChecks>,
 }
 
 /// `prefix` is the path of the object the fields sit in (`""` at top level,
 /// `instances[2].` for an instance), so errors name the field as the user wrote it.
 pub(super) fn compile_instance(
     prefix: &str,
-    parts: InstanceParts,
+    parts: InstanceParts<'_>,
     cluster_header: &str,
 ) -> Result<Instance, ConfigError> {
     let at = |field: &str| format!("{prefix}{field}");
-    let provider = Provider::parse(&parts.provider).ok_or_else(|| {
+    let provider = Provider::parse(parts.provider).ok_or_else(|| {
         ConfigError::new(
             at("provider"),
             format!(
@@ -115,7 +117,7 @@ pub(super) fn compile_instance(
     let endpoint = match parts.endpoint {
         None => None,
         Some(url) => {
-            Some(Endpoint::parse(&url).map_err(|m| ConfigError::new(at("override.endpoint"), m))?)
+            Some(Endpoint::parse(url).map_err(|m| ConfigError::new(at("override.endpoint"), m))?)
         }
     };
     if provider.needs_endpoint() && endpoint.is_none() {
@@ -125,11 +127,12 @@ pub(super) fn compile_instance(
         ));
     }
 
-    let auth = parts.auth.unwrap_or_default();
+    let no_auth = raw::RawAuth::default();
+    let auth = parts.auth.unwrap_or(&no_auth);
     let mut auth_headers = Vec::new();
-    for (name, value) in auth.header.unwrap_or_default() {
+    for (name, value) in auth.header.iter().flatten() {
         let path = at(&format!("auth.header.{name}"));
-        check_token(&name).map_err(|m| ConfigError::new(path.clone(), m))?;
+        check_token(name).map_err(|m| ConfigError::new(path.clone(), m))?;
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower == cluster_header {
             return Err(ConfigError::new(
@@ -153,61 +156,55 @@ pub(super) fn compile_instance(
         auth_headers.push((lower, value));
     }
     let mut auth_query = Vec::new();
-    for (name, value) in auth.query.unwrap_or_default() {
+    for (name, value) in auth.query.iter().flatten() {
         let path = at(&format!("auth.query.{name}"));
-        check_token(&name).map_err(|m| ConfigError::new(path.clone(), m))?;
+        check_token(name).map_err(|m| ConfigError::new(path.clone(), m))?;
         let value = auth_string(value, &path)?;
-        auth_query.push((name, value));
+        auth_query.push((name.clone(), value));
     }
     let has_auth = !auth_headers.is_empty() || !auth_query.is_empty();
 
-    let options = parts
-        .options
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, crate::json::to_text(&v)))
-        .collect();
-
-    let target = provider::target(provider, endpoint.as_ref(), &auth_query);
-
-    let cluster = parts.cluster.unwrap_or_else(|| parts.name.clone());
-    if cluster.is_empty() || !valid_header_value(&cluster) || cluster.contains(' ') {
+    let cluster = parts.cluster.unwrap_or(parts.name);
+    if cluster.is_empty() || !valid_header_value(cluster) || cluster.contains(' ') {
         return Err(ConfigError::new(
             at("cluster"),
             "must be a non-empty Envoy cluster name without spaces or control characters",
         ));
     }
 
-    let (active_check, passive_check) = match parts.checks {
-        None => (None, None),
-        Some(c) => {
-            let active = match c.active {
-                Some(a) => Some(compile_active(
-                    &at("checks.active"),
-                    a,
-                    &auth_headers,
-                    &auth_query,
-                )?),
-                None => None,
-            };
-            let passive = match c.passive {
-                Some(p) => Some(compile_passive(&at("checks.passive"), p)?),
-                None => None,
-            };
-            (active, passive)
-        }
+    let checks = parts.checks;
+    let active_check = match checks.and_then(|c| c.active.as_ref()) {
+        Some(a) => Some(compile_active(
+            &at("checks.active"),
+            a,
+            &auth_headers,
+            &auth_query,
+        )?),
+        None => None,
+    };
+    let passive_check = match checks.and_then(|c| c.passive.as_ref()) {
+        Some(p) => Some(compile_passive(&at("checks.passive"), p)?),
+        None => None,
     };
 
+    // Checked: now built, with no way out left.
+    let options = parts
+        .options
+        .iter()
+        .flat_map(|o| o.iter())
+        .map(|(k, v)| (k.clone(), crate::json::to_text(v)))
+        .collect();
+    let target = provider::target(provider, endpoint.as_ref(), &auth_query);
     Ok(Instance {
         active_check,
         passive_check,
-        label: crate::metrics::label(&parts.name),
-        quota_header_names: crate::quota::quota_header_names(&parts.name),
-        name: parts.name,
+        label: crate::metrics::label(parts.name),
+        quota_header_names: crate::quota::quota_header_names(parts.name),
+        name: parts.name.to_string(),
         provider,
         priority: parts.priority,
         weight: parts.weight,
-        cluster,
+        cluster: cluster.to_string(),
         target,
         auth_headers,
         has_auth,
@@ -216,9 +213,9 @@ pub(super) fn compile_instance(
 }
 
 /// An auth value must be a string. The message never repeats the value: it is a secret.
-pub(super) fn auth_string(value: Value, path: &str) -> Result<String, ConfigError> {
+pub(super) fn auth_string(value: &Value, path: &str) -> Result<String, ConfigError> {
     match value {
-        Value::String(s) => Ok(s),
+        Value::String(s) => Ok(s.clone()),
         _ => Err(ConfigError::new(path, "must be a string")),
     }
 }

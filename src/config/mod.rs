@@ -229,11 +229,13 @@ pub fn parse_with(bytes: &[u8], secrets: Secrets<'_>) -> Result<Config, ConfigEr
     }
     let mut raw = read::read(text)?;
     secrets::resolve_all(&mut raw, secrets)?;
-    compile(raw)
+    compile(&raw)
 }
 
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+/// The configuration as read, checked and compiled. Read by reference, so that no way out
+/// drops what it read (each such drop is code: "Round 14" in docs/performance.md).
+fn compile(raw: &RawConfig) -> Result<Config, ConfigError> {
     for (field, present, envoy) in [
         (
             "ssl_verify",
@@ -283,11 +285,14 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             ConfigError::new("max_req_body_size", "is larger than this platform supports")
         })?,
     };
-    let cluster_header =
-        header_name_field("cluster_header", raw.cluster_header, DEFAULT_CLUSTER_HEADER)?;
+    let cluster_header = header_name_field(
+        "cluster_header",
+        raw.cluster_header.as_deref(),
+        DEFAULT_CLUSTER_HEADER,
+    )?;
     let consumer_header = header_name_field(
         "consumer_header",
-        raw.consumer_header,
+        raw.consumer_header.as_deref(),
         DEFAULT_CONSUMER_HEADER,
     )?;
     if consumer_header == cluster_header {
@@ -297,7 +302,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let (instances, balancer, hash_key, fallback) = match raw.instances {
+    let (instances, balancer, hash_key, fallback) = match &raw.instances {
         Some(list) => {
             for (field, present) in [
                 ("provider", raw.provider.is_some()),
@@ -314,7 +319,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 }
             }
             let instances = compile_instances(list, &cluster_header)?;
-            let (algorithm, hash_key) = compile_balancer(raw.balancer)?;
+            let (algorithm, hash_key) = compile_balancer(raw.balancer.as_ref())?;
             let slots: Vec<Slot> = instances
                 .iter()
                 .map(|i| Slot {
@@ -325,8 +330,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 .collect();
             let balancer = Balancer::new(algorithm, &slots);
             let fallback = compile_fallback(
-                raw.fallback_strategy,
-                raw.fallback_http_statuses,
+                raw.fallback_strategy.as_ref(),
+                raw.fallback_http_statuses.as_deref(),
                 raw.max_retries,
                 raw.retry_on_failure_within_ms,
                 instances.len(),
@@ -354,7 +359,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                     ));
                 }
             }
-            let provider_name = raw.provider.ok_or_else(|| {
+            let provider_name = raw.provider.as_deref().ok_or_else(|| {
                 ConfigError::new(
                     "provider",
                     "is required (openai, deepseek, openai-compatible), or give `instances`",
@@ -363,14 +368,14 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             let instance = compile_instance(
                 "",
                 InstanceParts {
-                    name: provider_name.clone(),
+                    name: provider_name,
                     provider: provider_name,
                     priority: 0,
                     weight: 1,
-                    auth: raw.auth,
-                    options: raw.options,
-                    endpoint: raw.override_.and_then(|o| o.endpoint),
-                    cluster: raw.cluster,
+                    auth: raw.auth.as_ref(),
+                    options: raw.options.as_ref(),
+                    endpoint: raw.override_.as_ref().and_then(|o| o.endpoint.as_deref()),
+                    cluster: raw.cluster.as_deref(),
                     checks: None,
                 },
                 &cluster_header,
@@ -387,12 +392,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
-    let (route_limits, service, reserve) = match raw.rate_limiting {
+    let (route_limits, service, reserve) = match &raw.rate_limiting {
         Some(r) => policy::compile_route_limits(r, &instances)?,
         None => (None, None, None),
     };
     let mut consumers: Vec<(String, LimitSet)> = Vec::new();
-    for (i, c) in raw.consumers.unwrap_or_default().into_iter().enumerate() {
+    for (i, c) in raw.consumers.iter().flatten().enumerate() {
         let at = format!("consumers[{i}]");
         check_token(&c.name).map_err(|m| ConfigError::new(format!("{at}.name"), m))?;
         if consumers.iter().any(|(n, _)| *n == c.name) {
@@ -403,11 +408,11 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let set = policy::compile_consumer_limits(
             &format!("{at}.rate_limiting"),
-            c.rate_limiting,
+            &c.rate_limiting,
             &instances,
             route_limits.as_ref(),
         )?;
-        consumers.push((c.name, set));
+        consumers.push((c.name.clone(), set));
     }
     if let Some(s) = &service {
         if instances.iter().any(|i| i.cluster == s.cluster) {
@@ -454,6 +459,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         require_consumer: raw.require_consumer.unwrap_or(false),
         logging: raw
             .logging
+            .as_ref()
             .map(|l| Logging {
                 summaries: l.summaries.unwrap_or(false),
                 payloads: l.payloads.unwrap_or(false),

@@ -14,11 +14,11 @@ pub const DEFAULT_RESERVE: u64 = 1024;
 /// reservation mode), the service, and (`reserve`, `default_reserve`).
 #[allow(clippy::type_complexity)]
 pub(super) fn compile_route_limits(
-    mut raw: raw::RawRateLimiting,
+    raw: &raw::RawRateLimiting,
     instances: &[Instance],
 ) -> Result<(Option<LimitSet>, Option<Service>, Option<(bool, u64)>), ConfigError> {
-    let service = raw.service.take().map(compile_service).transpose()?;
-    let reserve = match raw.reserve.take().as_deref() {
+    let service = raw.service.as_ref().map(compile_service).transpose()?;
+    let reserve = match raw.reserve.as_deref() {
         None | Some("none") => false,
         Some("max_tokens") => true,
         Some(other) => {
@@ -28,7 +28,7 @@ pub(super) fn compile_route_limits(
             ))
         }
     };
-    let default_reserve = match raw.default_reserve.take() {
+    let default_reserve = match raw.default_reserve {
         Some(0) => {
             return Err(ConfigError::new(
                 "rate_limiting.default_reserve",
@@ -51,7 +51,7 @@ pub(super) fn compile_route_limits(
 /// route's).
 pub(super) fn compile_consumer_limits(
     at: &str,
-    raw: raw::RawRateLimiting,
+    raw: &raw::RawRateLimiting,
     instances: &[Instance],
     inherit: Option<&LimitSet>,
 ) -> Result<LimitSet, ConfigError> {
@@ -73,21 +73,25 @@ pub(super) fn compile_consumer_limits(
 /// The longest a check may wait for the service.
 const MAX_SERVICE_TIMEOUT_MS: u64 = 10_000;
 
-fn compile_service(raw: raw::RawService) -> Result<Service, ConfigError> {
+fn compile_service(raw: &raw::RawService) -> Result<Service, ConfigError> {
     let at = |f: &str| format!("rate_limiting.service.{f}");
-    let cluster = raw.cluster.filter(|c| !c.is_empty()).ok_or_else(|| {
-        ConfigError::new(
-            at("cluster"),
-            "is required: the Envoy cluster of the rate limit service",
-        )
-    })?;
+    let cluster = raw
+        .cluster
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                at("cluster"),
+                "is required: the Envoy cluster of the rate limit service",
+            )
+        })?;
     if cluster.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(ConfigError::new(
             at("cluster"),
             "must not contain spaces or control characters",
         ));
     }
-    let domain = raw.domain.unwrap_or_else(|| "ai-proxy".into());
+    let domain = raw.domain.as_deref().unwrap_or("ai-proxy");
     if domain.is_empty() || domain.bytes().any(|b| b < b' ' || b == 0x7f) {
         return Err(ConfigError::new(
             at("domain"),
@@ -112,8 +116,8 @@ fn compile_service(raw: raw::RawService) -> Result<Service, ConfigError> {
         ));
     }
     Ok(Service {
-        cluster,
-        domain,
+        cluster: cluster.to_string(),
+        domain: domain.to_string(),
         protocol,
         timeout_ms,
         failure_mode_deny: raw.failure_mode_deny.unwrap_or(false),
@@ -124,7 +128,7 @@ fn compile_service(raw: raw::RawService) -> Result<Service, ConfigError> {
 /// a consumer's block takes when it gives none.
 pub(super) fn compile_limits(
     at: &str,
-    raw: raw::RawRateLimiting,
+    raw: &raw::RawRateLimiting,
     instances: &[Instance],
     inherit: Option<&LimitSet>,
 ) -> Result<LimitSet, ConfigError> {
@@ -151,7 +155,7 @@ pub(super) fn compile_limits(
         }
     };
     let mut per_instance = vec![every; instances.len()];
-    for (i, entry) in raw.instances.unwrap_or_default().into_iter().enumerate() {
+    for (i, entry) in raw.instances.iter().flatten().enumerate() {
         let f = |x: &str| format!("{at}.instances[{i}].{x}");
         let index = instances
             .iter()
@@ -200,6 +204,7 @@ pub(super) fn compile_limits(
         rejected_code,
         rejected_msg: raw
             .rejected_msg
+            .clone()
             .or_else(|| inherit.and_then(|s| s.rejected_msg.clone())),
         show_headers: raw
             .show_limit_quota_header
@@ -227,9 +232,10 @@ fn limit_of(
 }
 
 pub(super) fn compile_balancer(
-    raw: Option<raw::RawBalancer>,
+    raw: Option<&raw::RawBalancer>,
 ) -> Result<(Algorithm, Option<KeySource>), ConfigError> {
-    let raw = raw.unwrap_or_default();
+    let none = raw::RawBalancer::default();
+    let raw = raw.unwrap_or(&none);
     match raw.algorithm.as_deref().unwrap_or("roundrobin") {
         "roundrobin" => {
             if raw.hash_on.is_some() || raw.key.is_some() {
@@ -256,8 +262,8 @@ pub(super) fn compile_balancer(
 }
 
 pub(super) fn compile_fallback(
-    strategy: Option<raw::RawFallbackStrategy>,
-    statuses: Option<Vec<u16>>,
+    strategy: Option<&raw::RawFallbackStrategy>,
+    statuses: Option<&[u16]>,
     max_retries: Option<u32>,
     within_ms: Option<u64>,
     instances: usize,
@@ -279,7 +285,7 @@ pub(super) fn compile_fallback(
             }
         },
         Some(raw::RawFallbackStrategy::Many(list)) => {
-            for s in list {
+            for s in list.iter() {
                 match s.as_str() {
                     "rate_limiting" | "instance_health_and_rate_limiting" => {
                         policy.rate_limiting = true
@@ -298,8 +304,8 @@ pub(super) fn compile_fallback(
             }
         }
     }
-    policy.statuses = statuses.unwrap_or_default();
-    if let Some(bad) = policy.statuses.iter().find(|s| !(400..=599).contains(*s)) {
+    let statuses = statuses.unwrap_or_default();
+    if let Some(bad) = statuses.iter().find(|s| !(400..=599).contains(*s)) {
         return Err(ConfigError::new(
             "fallback_http_statuses",
             format!("{bad} is not an error status (400-599)"),
@@ -315,5 +321,6 @@ pub(super) fn compile_fallback(
         ));
     }
     policy.within_ms = within_ms;
+    policy.statuses = statuses.to_vec();
     Ok(policy)
 }
