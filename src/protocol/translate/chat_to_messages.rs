@@ -33,7 +33,7 @@ pub fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'
     Ok(upstream(
         instance,
         path,
-        &body,
+        body,
         req,
         !asked_usage,
         OPENAI_HEADERS,
@@ -55,7 +55,7 @@ pub fn request(
         }
         match key.as_str() {
             "model" | "temperature" | "top_p" => {
-                out.insert(key.clone(), value.clone());
+                out.insert(key.clone(), json::copy(value));
             }
             "messages" => {
                 let (system, messages) = messages(value)?;
@@ -64,14 +64,14 @@ pub fn request(
                 }
                 out.insert("messages".into(), messages);
             }
-            "max_completion_tokens" => max_tokens = Some(value.clone()),
+            "max_completion_tokens" => max_tokens = Some(json::copy(value)),
             "max_tokens" => {
-                max_tokens.get_or_insert_with(|| value.clone());
+                max_tokens.get_or_insert_with(|| json::copy(value));
             }
             "stop" => {
                 let stops = match value {
-                    Value::String(_) => Value::Array(vec![value.clone()]),
-                    Value::Array(_) => value.clone(),
+                    Value::String(_) => Value::Array(vec![json::copy(value)]),
+                    Value::Array(_) => json::copy(value),
                     _ => return Err(untranslatable("stop", TO)),
                 };
                 out.insert("stop_sequences".into(), stops);
@@ -87,7 +87,10 @@ pub fn request(
                     .ok_or_else(|| untranslatable("parallel_tool_calls", TO))?;
             }
             "user" => {
-                out.insert("metadata".into(), json::obj([("user_id", value.clone())]));
+                out.insert(
+                    "metadata".into(),
+                    json::obj([("user_id", json::copy(value))]),
+                );
             }
             "response_format" if value.get("type").and_then(Value::as_str) == Some("text") => {}
             k if is_default(k, value) => {}
@@ -150,7 +153,10 @@ fn messages(value: &Value) -> Result<(Option<Value>, Value), ProxyError> {
             }
             "assistant" => out.push(assistant(obj, i)?),
             _ => {
-                let id = obj.get("tool_call_id").cloned().unwrap_or(Value::Null);
+                let id = obj
+                    .get("tool_call_id")
+                    .map(json::copy)
+                    .unwrap_or(Value::Null);
                 let text = text_of(content).ok_or_else(|| untranslatable(at(".content"), TO))?;
                 let block = json::obj([
                     ("type", "tool_result".into()),
@@ -163,7 +169,7 @@ fn messages(value: &Value) -> Result<(Option<Value>, Value), ProxyError> {
     }
     let system = match system.as_slice() {
         [] => None,
-        [one] => one.get("text").cloned(),
+        [one] => one.get("text").map(json::copy),
         _ => Some(Value::Array(system)),
     };
     Ok((system, Value::Array(out)))
@@ -194,7 +200,7 @@ fn push_tool_result(out: &mut Vec<Value>, block: Value) {
 #[inline(never)] // compiled on its own: see "Round 5" in docs/performance.md
 fn user_content(content: &Value, i: usize) -> Result<Value, ProxyError> {
     let parts = match content {
-        Value::String(_) => return Ok(content.clone()),
+        Value::String(_) => return Ok(json::copy(content)),
         Value::Array(parts) => parts,
         _ => return Err(untranslatable(format!("messages[{i}].content"), TO)),
     };
@@ -272,7 +278,7 @@ fn assistant(obj: &Map<String, Value>, i: usize) -> Result<Value, ProxyError> {
     let content = match blocks.as_slice() {
         [] => Value::from(""),
         [one] if one.get("type").and_then(Value::as_str) == Some("text") => {
-            one.get("text").cloned().unwrap_or(Value::Null)
+            one.get("text").map(json::copy).unwrap_or(Value::Null)
         }
         _ => Value::Array(blocks),
     };
@@ -301,10 +307,10 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
         for (key, v) in f {
             match key.as_str() {
                 "name" | "description" => {
-                    tool.insert(key.clone(), v.clone());
+                    tool.insert(key.clone(), json::copy(v));
                 }
                 "parameters" => {
-                    tool.insert("input_schema".into(), v.clone());
+                    tool.insert("input_schema".into(), json::copy(v));
                 }
                 k if is_default(k, v) => {}
                 k => return Err(untranslatable(at(&format!(".function.{k}")), TO)),
@@ -325,7 +331,7 @@ fn choice(value: &Value) -> Result<Value, ProxyError> {
         Some("auto") => json::obj([("type", "auto".into())]),
         Some("required") => json::obj([("type", "any".into())]),
         _ => match value.get("function").and_then(|f| f.get("name")) {
-            Some(name) => json::obj([("type", "tool".into()), ("name", name.clone())]),
+            Some(name) => json::obj([("type", "tool".into()), ("name", json::copy(name))]),
             None => return Err(untranslatable("tool_choice", TO)),
         },
     };

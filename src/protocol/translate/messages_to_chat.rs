@@ -37,7 +37,7 @@ pub fn shape<'c>(instance: &'c Instance, req: &Request<'_>) -> Result<Upstream<'
     Ok(upstream(
         instance,
         path,
-        &body,
+        body,
         req,
         false,
         ANTHROPIC_HEADERS,
@@ -59,7 +59,7 @@ pub fn request(
         }
         match key.as_str() {
             "model" | "max_tokens" | "temperature" | "top_p" => {
-                out.insert(key.clone(), value.clone());
+                out.insert(key.clone(), json::copy(value));
             }
             "system" => {
                 let text = text_of(value).ok_or_else(|| untranslatable("system", TO))?;
@@ -70,7 +70,7 @@ pub fn request(
             }
             "messages" => turns = messages(value)?,
             "stop_sequences" => {
-                out.insert("stop".into(), value.clone());
+                out.insert("stop".into(), json::copy(value));
             }
             "stream" => {}
             "tools" => {
@@ -89,7 +89,7 @@ pub fn request(
                 for (k, v) in obj {
                     match k.as_str() {
                         "user_id" if v.is_string() => {
-                            out.insert("user".into(), v.clone());
+                            out.insert("user".into(), json::copy(v));
                         }
                         _ if v.is_null() => {}
                         _ => return Err(untranslatable(format!("metadata.{k}"), TO)),
@@ -126,7 +126,7 @@ fn messages(value: &Value) -> Result<Vec<Value>, ProxyError> {
             ("user" | "assistant", Value::String(_)) => {
                 out.push(json::obj([
                     ("role", role.into()),
-                    ("content", content.clone()),
+                    ("content", json::copy(content)),
                 ]));
             }
             ("user", Value::Array(blocks)) => user(blocks, i, &mut out)?,
@@ -212,7 +212,7 @@ fn assistant(blocks: &[Value], i: usize) -> Result<Value, ProxyError> {
                 .get_or_insert_with(String::new)
                 .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
             "tool_use" => {
-                let input = b.get("input").cloned().unwrap_or_else(json::empty);
+                let input = b.get("input").map(json::copy).unwrap_or_else(json::empty);
                 let function = json::obj([
                     ("name", or_null(b.get("name"))),
                     ("arguments", json::to_text(&input).into()),
@@ -249,10 +249,10 @@ fn tools(value: &Value) -> Result<Value, ProxyError> {
         for (key, v) in t.as_object().into_iter().flatten() {
             match key.as_str() {
                 "name" | "description" => {
-                    function.insert(key.clone(), v.clone());
+                    function.insert(key.clone(), json::copy(v));
                 }
                 "input_schema" => {
-                    function.insert("parameters".into(), v.clone());
+                    function.insert("parameters".into(), json::copy(v));
                 }
                 // A caching hint: OpenAI-compatible providers cache on their own.
                 "cache_control" => {}

@@ -45,7 +45,7 @@ fn merge_options(body: &mut Map<String, Value>, instance: &Instance) {
 fn upstream<'c>(
     instance: &'c Instance,
     path: &'c str,
-    body: &Map<String, Value>,
+    body: Map<String, Value>,
     req: &Request<'_>,
     drop_usage_event: bool,
     foreign_headers: &'static [&'static str],
@@ -59,7 +59,7 @@ fn upstream<'c>(
         preset_headers: instance.provider.headers(),
         foreign_headers,
         body: Some(Patch::whole(
-            crate::json::to_text(&Value::Object(body.clone())),
+            crate::json::to_text(&Value::Object(body)),
             req.body.text().len(),
         )),
         stream: super::streams(instance, &req.client),

@@ -203,7 +203,7 @@ impl ToChat {
                     .get_or_insert_with(String::new)
                     .push_str(s("thinking")),
                 "tool_use" => {
-                    let input = b.get("input").cloned().unwrap_or_else(empty);
+                    let input = b.get("input").map(crate::json::copy).unwrap_or_else(empty);
                     let function = obj([
                         ("name", or_null(b.get("name"))),
                         ("arguments", to_text(&input).into()),

@@ -131,7 +131,7 @@ impl ToMessages {
         if let Some(id) = call.get("id").filter(|id| id.is_string()) {
             let block = obj([
                 ("type", "tool_use".into()),
-                ("id", id.clone()),
+                ("id", crate::json::copy(id)),
                 ("name", or_null(f.and_then(|f| f.get("name")))),
                 ("input", empty()),
             ]);
