@@ -226,6 +226,7 @@ fn members(v: Value) -> Map<String, Value> {
     }
 }
 
+#[inline(never)]
 fn string(m: &mut Map<String, Value>, key: &str) -> Option<String> {
     match m.remove(key) {
         Some(Value::String(s)) => Some(s),
@@ -233,6 +234,7 @@ fn string(m: &mut Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
+#[inline(never)]
 fn number<T: TryFrom<u64> + TryFrom<i64>>(m: &Map<String, Value>, key: &str) -> Option<T> {
     let n = m.get(key)?;
     match n.as_u64() {
@@ -241,14 +243,17 @@ fn number<T: TryFrom<u64> + TryFrom<i64>>(m: &Map<String, Value>, key: &str) -> 
     }
 }
 
+#[inline(never)]
 fn float(m: &Map<String, Value>, key: &str) -> Option<f64> {
     m.get(key)?.as_f64()
 }
 
+#[inline(never)]
 fn boolean(m: &Map<String, Value>, key: &str) -> Option<bool> {
     m.get(key)?.as_bool()
 }
 
+#[inline(never)]
 fn object(m: &mut Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
     m.remove(key).map(members)
 }
@@ -260,6 +265,7 @@ fn each<T>(m: &mut Map<String, Value>, key: &str, item: fn(Value) -> Option<T>) 
     }
 }
 
+#[inline(never)]
 fn statuses(m: &mut Map<String, Value>, key: &str) -> Option<Vec<u16>> {
     each(m, key, |v| v.as_u64().and_then(|n| u16::try_from(n).ok()))
 }
