@@ -1,6 +1,7 @@
 //! Short strings built without `core::fmt`: the keys, stat names, header names and numbers
 //! that every request spells. In the wasm build, `format!` goes through the formatter's
-//! dynamic calls and padding for each piece; joining the pieces is a copy.
+//! dynamic calls and padding for each piece; joining the pieces is a copy. And a plain
+//! substring search, for the few short texts the filter searches.
 
 /// The pieces, one after the other, in a string of exactly their length.
 pub fn join(parts: &[&str]) -> String {
@@ -10,6 +11,30 @@ pub fn join(parts: &[&str]) -> String {
         s.push_str(p);
     }
     s
+}
+
+/// Where `needle` first occurs in `hay`, as `hay.find(needle)` says. A plain search of
+/// short texts: `str::find` with a `&str` brings core's two-way searcher into the module,
+/// some 0.6 MB of V8's compile memory ("Round 14" in docs/performance.md).
+#[inline(never)]
+pub fn find(hay: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+/// Where `needle` last occurs in `hay`, as `hay.rfind(needle)` says.
+#[inline(never)]
+pub fn rfind(hay: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(hay.len());
+    }
+    hay.as_bytes()
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())
 }
 
 /// A number in decimal, as `n.to_string()` spells it.
@@ -48,6 +73,26 @@ fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn searches_as_str_find_and_rfind_do() {
+        let hays = [
+            "",
+            "a",
+            "$env://X",
+            "x$env://A and $env://B",
+            "é$env:/é",
+            "aaa",
+            "at line 3 at line 4",
+        ];
+        let needles = ["", "a", "aa", "$env://", " at line ", ";base64,", "é"];
+        for h in hays {
+            for n in needles {
+                assert_eq!(find(h, n), h.find(n), "find {h:?} {n:?}");
+                assert_eq!(rfind(h, n), h.rfind(n), "rfind {h:?} {n:?}");
+            }
+        }
+    }
 
     #[test]
     fn numbers_as_to_string_spells_them() {

@@ -176,6 +176,9 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Made once per pair of argument types, not at each of the configuration's hundred-odd
+    // error sites ("Round 14" in docs/performance.md).
+    #[inline(never)]
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),

@@ -85,7 +85,7 @@ fn told(path: String, e: &serde_json::Error) -> ConfigError {
     let mut message = redact(&e.to_string());
     // The position helps with a syntax error; once the field is named it is noise.
     if e.is_data() && path != "." {
-        if let Some(at) = message.rfind(" at line ") {
+        if let Some(at) = crate::text::rfind(&message, " at line ") {
             message.truncate(at);
         }
     }
@@ -304,7 +304,7 @@ pub(super) fn redact(message: &str) -> String {
     const MARK: &str = "string \"";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(at) = rest.find(MARK) {
+    while let Some(at) = crate::text::find(rest, MARK) {
         let (head, tail) = rest.split_at(at.saturating_add(MARK.len()));
         out.push_str(head);
         out.push_str("…\"");

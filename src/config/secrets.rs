@@ -24,7 +24,7 @@ pub enum Secrets<'a> {
 pub fn references(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut rest = text;
-    while let Some(at) = rest.find(MARK) {
+    while let Some(at) = crate::text::find(rest, MARK) {
         let after = rest.get(at.saturating_add(MARK.len())..).unwrap_or("");
         let name = name_at(after);
         if !name.is_empty() && !out.iter().any(|n| n == name) {
@@ -87,7 +87,7 @@ fn resolve_map(
 fn resolve(value: &str, path: &str, secrets: Secrets<'_>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
-    while let Some(at) = rest.find(MARK) {
+    while let Some(at) = crate::text::find(rest, MARK) {
         out.push_str(rest.get(..at).unwrap_or(""));
         let after = rest.get(at.saturating_add(MARK.len())..).unwrap_or("");
         let name = name_at(after);

@@ -234,7 +234,9 @@ fn image(url: &str) -> Option<Value> {
         let source = json::obj([("type", "url".into()), ("url", url.into())]);
         return Some(json::obj([("type", "image".into()), ("source", source)]));
     };
-    let (media_type, data) = rest.split_once(";base64,")?;
+    let at = crate::text::find(rest, ";base64,")?;
+    let media_type = rest.get(..at)?;
+    let data = rest.get(at.saturating_add(";base64,".len())..)?;
     let source = json::obj([
         ("type", "base64".into()),
         ("media_type", media_type.into()),
