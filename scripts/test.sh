@@ -58,7 +58,7 @@ step "unit tests in the wasm build (Node's V8, simd128)" wasm_unit_tests
 # "Round 5" to "Round 7"). Budgets in MB of V8's compile zone (Node's V8): the largest
 # function, the two largest together, and all functions together.
 step "compile memory of the .wasm (Node's V8)" \
-    node scripts/compile-memory.mjs "$WASM" 5 3.5 6 180
+    node scripts/compile-memory.mjs "$WASM" 5 3.5 6 155
 step "rate limit service: fmt and tests (real Redis)" rls_tests
 step "integration tests (real Envoy)" cargo_test -p integration
 step "fuzzing (config, body, sse, usage: ${FUZZ_SECONDS:-15}s each)" fuzz_briefly
