@@ -320,3 +320,32 @@ fn stop_reasons() {
         assert_eq!(finish_reason(stop), want);
     }
 }
+
+/// The members in the order OpenAI's own answers have them, byte for byte: the tests above
+/// compare JSON values, which do not see the order.
+#[test]
+fn an_answer_keeps_its_members_in_order() {
+    let body = include_bytes!("../../../../fixtures/anthropic/message_tool_use.json");
+    let mut r = chat_reader(200, false, true);
+    assert_eq!(
+        String::from_utf8(feed(r.as_mut(), &[body])).unwrap(),
+        r#"{"id":"msg_01Aq9w938a90dw8q","object":"chat.completion","created":1700000000,"model":"claude-sonnet-4-5","choices":[{"index":0,"message":{"role":"assistant","content":"I'll check the current weather in San Francisco for you.","tool_calls":[{"id":"toolu_01A09q90qw90lq917835lq9","type":"function","function":{"name":"get_weather","arguments":"{\"location\":\"San Francisco, CA\",\"unit\":\"celsius\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"prompt_tokens_details":{"cached_tokens":0}}}"#
+    );
+
+    let sse = include_bytes!("../../../../fixtures/anthropic/stream_tool_use.sse");
+    let mut r = chat_reader(200, true, true);
+    let out = String::from_utf8(feed(r.as_mut(), &[sse])).unwrap();
+    let events: Vec<&str> = out.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(
+        events[0],
+        r#"data: {"id":"msg_014p7gG3wDgGV9EUtLvnow3U","object":"chat.completion.chunk","created":1700000000,"model":"claude-opus-4-8","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#
+    );
+    for want in [
+        r#"data: {"id":"msg_014p7gG3wDgGV9EUtLvnow3U","object":"chat.completion.chunk","created":1700000000,"model":"claude-opus-4-8","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}]}"#,
+        r#"data: {"id":"msg_014p7gG3wDgGV9EUtLvnow3U","object":"chat.completion.chunk","created":1700000000,"model":"claude-opus-4-8","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" CA\"}"}}]},"logprobs":null,"finish_reason":null}]}"#,
+        r#"data: {"id":"msg_014p7gG3wDgGV9EUtLvnow3U","object":"chat.completion.chunk","created":1700000000,"model":"claude-opus-4-8","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}]}"#,
+    ] {
+        assert!(events.contains(&want), "{want}\nnot in\n{out}");
+    }
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+}

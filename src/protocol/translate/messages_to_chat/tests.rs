@@ -295,3 +295,37 @@ fn errors_come_back_in_anthropic_shape() {
         )]
     );
 }
+
+/// The members in the order Anthropic's own answers have them, byte for byte: the tests
+/// above compare JSON values, which do not see the order.
+#[test]
+fn an_answer_keeps_its_members_in_order() {
+    let body = include_bytes!("../../../../fixtures/openai/chat_tool_call.json");
+    let mut r = reader(answering(ApiKind::Messages, 200, false, false));
+    assert_eq!(
+        String::from_utf8(feed(r.as_mut(), &[body])).unwrap(),
+        r#"{"id":"chatcmpl-abc123","type":"message","role":"assistant","model":"gpt-4o-mini","content":[{"type":"tool_use","id":"call_abc123","name":"get_current_weather","input":{"location":"Boston, MA"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":82,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":17}}"#
+    );
+
+    let sse = include_bytes!("../../../../fixtures/openai/chat_tool_call_stream.sse");
+    let mut r = reader(answering(ApiKind::Messages, 200, true, false));
+    let out = String::from_utf8(feed(r.as_mut(), &[sse])).unwrap();
+    let events: Vec<&str> = out.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(
+        events,
+        [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"chatcmpl-ABfwERreu9s99xXsVuOWtIB2UOx62\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"gpt-4o-2024-08-06\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"call_4XzlGBLtUe9dy3GVNV4jhq7h\",\"name\":\"get_weather\",\"input\":{}}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"city\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\":\\\"\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"New\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" York\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" City\"}}",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"}\"}}",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":44,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":16}}",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}",
+        ]
+    );
+}
