@@ -7,7 +7,7 @@
 # once per `ablate-*` feature (Cargo.toml; into target/ablation) and measures each build.
 # BENCH_MICRO=0 skips the native micro-benchmarks. BENCH_RLS=0 skips the rate limit service
 # check (otherwise Redis and the test service are set up as for the tests; the service's
-# build is cached outside the clone). About 7 minutes; 20 with the ablation.
+# build is cached outside the clone). About 10 minutes; 23 with the ablation.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -51,6 +51,14 @@ fi
 if [ "${BENCH_MICRO:-1}" != 0 ]; then
     say "native micro-benchmarks of the hot paths"
     cargo bench --locked -p envoy-ai-proxy --bench hot_paths
+fi
+if [ "${BENCH_CALLGRIND:-}" = 1 ]; then
+    command -v valgrind >/dev/null || { say "BENCH_CALLGRIND=1 needs valgrind (Debian package)"; exit 1; }
+    # Callgrind runs the Envoy binary itself, not the virtualenv's launcher script.
+    if [ -z "${ENVOY_REAL_BIN:-}" ]; then
+        ENVOY_REAL_BIN="$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n 1)"
+        export ENVOY_REAL_BIN
+    fi
 fi
 say "building the benchmark driver"
 cargo build --locked --release -q -p integration --bin bench

@@ -17,6 +17,9 @@
 //!
 //! Its cursor also carries the answers' reader (`answer::reader`), which skips values as
 //! this scan does.
+//!
+//! The benchmark's `contract+scan` floor (`bench/floor-filter`) compiles this file as it is,
+//! so it must keep building on its own: no `crate::` paths outside the tests.
 
 /// A top-level member: its key (as written: it has no escapes) and its value's byte span.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,12 @@
 //!   body-read floor (`bench/floor-filter`: holds the headers, buffers the body, reads it
 //!   once, sets one header: what any filter that routes from the body must do), and the
 //!   contract floor (the same filter making the host calls the AI proxy's contract takes for
-//!   one request, and nothing else);
+//!   one request, and nothing else), and the contract floor with the body read (the same,
+//!   plus every byte validated and the top-level members located by the AI proxy's own scan:
+//!   what the contract asks of the body), and the contract floor with every byte loaded once
+//!   and nothing else (the least any validation of the body costs), and with every byte
+//!   classified once (told apart from `"`, `\` and control characters: the least a
+//!   validation does with the bytes of a string);
 //! - the AI proxy with one provider, and with three instances, token limits and active and
 //!   passive health checks;
 //! - with `RLS_BIN` set (the test rate limit service, `scripts/lib.sh build_rls`): the
@@ -16,10 +21,11 @@
 //!   switched off each; see src/ablate.rs), and on the folder's `full.wasm` instead of the
 //!   normal build when it has one (to measure an older build's ablation).
 //!
-//! Prints, per body size, requests/s as a ratio to the floor and to the no-op filter, Envoy
-//! CPU per request (and over the floor's), latency; the cost per KB; the streaming time to
-//! first byte and peak RSS against the no-op filter; the latency a rate limit service check
-//! adds (p50, p99); the ablation table; the `.wasm` sizes.
+//! Prints, per body size, requests/s as a ratio to the floor (the medians', and each round's
+//! lowest and highest) and to the no-op filter, Envoy CPU per request (and over the
+//! floor's), latency; the cost per KB; the streaming time to first byte and peak RSS against
+//! the no-op filter; the latency a rate limit service check adds (p50, p99); the ablation
+//! table; the `.wasm` sizes.
 //!
 //! Env: BENCH_SECONDS (per run, 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64),
 //! BENCH_MB_ROUNDS (rounds with 1 MB bodies, 1; 0: none), BENCH_STREAMS (30),
@@ -57,6 +63,9 @@ const PLAIN: &str = "plain Envoy";
 const NOOP: &str = "no-op Wasm filter";
 const FLOOR: &str = "body-read floor";
 const CONTRACT: &str = "contract floor";
+const CONTRACT_SCAN: &str = "contract floor + scan";
+const CONTRACT_LOAD: &str = "contract floor + bytes loaded";
+const CONTRACT_CLASSIFY: &str = "contract floor + bytes classified";
 const ONE: &str = "AI proxy, one provider";
 const MANY: &str = "AI proxy, 3 instances + limits + health";
 const RLS: &str = "AI proxy, one provider + rate limit service";
@@ -638,6 +647,21 @@ async fn main() -> anyhow::Result<()> {
             true,
         ),
         (
+            CONTRACT_SCAN.into(),
+            vec![wasm_filter(&floor, "floor", "contract+scan")],
+            true,
+        ),
+        (
+            CONTRACT_LOAD.into(),
+            vec![wasm_filter(&floor, "floor", "contract+load")],
+            true,
+        ),
+        (
+            CONTRACT_CLASSIFY.into(),
+            vec![wasm_filter(&floor, "floor", "contract+classify")],
+            true,
+        ),
+        (
             ONE.into(),
             vec![wasm_filter(&filter, "ai_proxy", &single.to_string())],
             true,
@@ -852,6 +876,29 @@ async fn main() -> anyhow::Result<()> {
             "-".into()
         }
     };
+    // Each round's req/s over the floor's in the same round: the lowest and the highest.
+    let per_round = |label: &str, name: &str| {
+        let (Some(runs), Some(floors)) = (
+            results.get(&(label, name.to_string())),
+            results.get(&(label, FLOOR.to_string())),
+        ) else {
+            return "-".to_string();
+        };
+        let r: Vec<f64> = runs
+            .iter()
+            .zip(floors)
+            .filter(|(_, f)| f.rps > 0.0)
+            .map(|(v, f)| v.rps / f.rps)
+            .collect();
+        let (lo, hi) = r
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        if r.len() > 1 {
+            format!("{lo:.2} to {hi:.2}")
+        } else {
+            "-".to_string()
+        }
+    };
     println!();
     let pinned = std::env::var("BENCH_PIN")
         .map(|c| format!("Envoy pinned to CPU {c}, wrk and the upstream on the others"))
@@ -877,10 +924,10 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("POST /v1/chat/completions, {label} JSON body");
         println!(
-            "| variant | req/s | vs floor | vs no-op | {} | over floor | p50 ms | p99 ms |",
+            "| variant | req/s | vs floor | vs floor per round | vs no-op | {} | over floor | p50 ms | p99 ms |",
             cost_unit()
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for v in &main_variants {
             if !results.contains_key(&(label, v.name.clone())) {
                 continue;
@@ -888,10 +935,11 @@ async fn main() -> anyhow::Result<()> {
             let rps = med(label, &v.name, |r| r.rps);
             let cpu = med(label, &v.name, |r| r.cpu_us_per_req);
             println!(
-                "| {} | {:.0} | {} | {} | {:.1} ±{:.1} | {:+.1} | {:.2} | {:.2} |",
+                "| {} | {:.0} | {} | {} | {} | {:.1} ±{:.1} | {:+.1} | {:.2} | {:.2} |",
                 v.name,
                 rps,
                 ratio(rps, floor_rps),
+                per_round(label, &v.name),
                 ratio(rps, noop_rps),
                 cpu,
                 spread(label, &v.name),
