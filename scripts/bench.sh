@@ -56,8 +56,9 @@ if [ "${BENCH_CALLGRIND:-}" = 1 ]; then
     command -v valgrind >/dev/null || { say "BENCH_CALLGRIND=1 needs valgrind (Debian package)"; exit 1; }
     # Callgrind runs the Envoy binary itself, not the virtualenv's launcher script.
     if [ -z "${ENVOY_REAL_BIN:-}" ]; then
-        ENVOY_REAL_BIN="$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n 1)"
-        export ENVOY_REAL_BIN
+        real="$(ls "$ROOT"/.venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n 1 || true)"
+        [ -n "$real" ] || { say "BENCH_CALLGRIND=1: set ENVOY_REAL_BIN to the Envoy binary (not found in .venv)"; exit 1; }
+        export ENVOY_REAL_BIN="$real"
     fi
 fi
 say "building the benchmark driver"

@@ -5,12 +5,12 @@
 //!   body-read floor (`bench/floor-filter`: holds the headers, buffers the body, reads it
 //!   once, sets one header: what any filter that routes from the body must do), and the
 //!   contract floor (the same filter making the host calls the AI proxy's contract takes for
-//!   one request, and nothing else), and the contract floor with the body read (the same,
-//!   plus every byte validated and the top-level members located by the AI proxy's own scan:
-//!   what the contract asks of the body), and the contract floor with every byte loaded once
-//!   and nothing else (the least any validation of the body costs), and with every byte
-//!   classified once (told apart from `"`, `\` and control characters: the least a
-//!   validation does with the bytes of a string);
+//!   one request, and nothing else);
+//! - the contract floor with the body's bytes, three ways: validated and its top-level
+//!   members located by the AI proxy's own scan (what the contract asks of the body);
+//!   classified (each byte told apart from `"`, `\`, control characters and bytes that are
+//!   not ASCII, the cheapest way known, nothing parsed); loaded once and nothing else (less
+//!   than any validation can do);
 //! - the AI proxy with one provider, and with three instances, token limits and active and
 //!   passive health checks;
 //! - with `RLS_BIN` set (the test rate limit service, `scripts/lib.sh build_rls`): the
