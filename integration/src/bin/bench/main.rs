@@ -641,26 +641,21 @@ async fn main() -> anyhow::Result<()> {
         (PLAIN.into(), vec![], true),
         (NOOP.into(), vec![wasm_filter(&noop, "noop", "")], true),
         (FLOOR.into(), vec![wasm_filter(&floor, "floor", "")], true),
-        (
-            CONTRACT.into(),
-            vec![wasm_filter(&floor, "floor", "contract")],
+    ];
+    // The contract floors: the floor filter's configurations (bench/floor-filter).
+    for (name, config) in [
+        (CONTRACT, "contract"),
+        (CONTRACT_SCAN, "contract+scan"),
+        (CONTRACT_LOAD, "contract+load"),
+        (CONTRACT_CLASSIFY, "contract+classify"),
+    ] {
+        specs.push((
+            name.into(),
+            vec![wasm_filter(&floor, "floor", config)],
             true,
-        ),
-        (
-            CONTRACT_SCAN.into(),
-            vec![wasm_filter(&floor, "floor", "contract+scan")],
-            true,
-        ),
-        (
-            CONTRACT_LOAD.into(),
-            vec![wasm_filter(&floor, "floor", "contract+load")],
-            true,
-        ),
-        (
-            CONTRACT_CLASSIFY.into(),
-            vec![wasm_filter(&floor, "floor", "contract+classify")],
-            true,
-        ),
+        ));
+    }
+    specs.extend([
         (
             ONE.into(),
             vec![wasm_filter(&filter, "ai_proxy", &single.to_string())],
@@ -671,7 +666,7 @@ async fn main() -> anyhow::Result<()> {
             vec![wasm_filter(&filter, "ai_proxy", &many.to_string())],
             true,
         ),
-    ];
+    ]);
     if service.is_some() {
         let cfg = rls_config.to_string();
         specs.push((
