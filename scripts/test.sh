@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check, from nothing: toolchain and Envoy set-up, fmt, clippy (native and wasm32),
-# unit tests, the wasm build, the integration tests against the real Envoy, and a short
-# fuzzing run of every fuzz target (FUZZ_SECONDS each, default 15; docs/fuzzing.md).
+# unit tests, the wasm build, the benchmark's reference filters built, the integration
+# tests against the real Envoy, and a short fuzzing run of every fuzz target (FUZZ_SECONDS
+# each, default 15; docs/fuzzing.md).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -59,6 +60,16 @@ step "unit tests in the wasm build (Node's V8, simd128)" wasm_unit_tests
 # function, the two largest together, and all functions together.
 step "compile memory of the .wasm (Node's V8)" \
     node scripts/compile-memory.mjs "$WASM" 5 3.5 6 155
+# The benchmark's reference filters are built by bench.sh only; the floor filter compiles
+# src/scan.rs as it is (its `contract+scan` floor), so a change there must keep it building.
+reference_filters() {
+    local f
+    for f in noop floor; do
+        CARGO_TARGET_DIR="$ROOT/target" cargo build --locked --release -q --target wasm32-wasip1 \
+            --manifest-path "$ROOT/bench/$f-filter/Cargo.toml" || return 1
+    done
+}
+step "the benchmark's reference filters build (bench/)" reference_filters
 step "rate limit service: fmt and tests (real Redis)" rls_tests
 step "integration tests (real Envoy)" cargo_test -p integration
 step "fuzzing (config, body, sse, usage: ${FUZZ_SECONDS:-15}s each)" fuzz_briefly
